@@ -53,11 +53,23 @@ def _read_json(path: str) -> Any:
 
 
 def is_decoder_config(hf_config: Any) -> bool:
-    """Whether a transformers config describes a decoder-only (causal LM) backbone."""
+    """Whether a transformers config describes a decoder-only (causal LM) backbone.
+
+    Decided by the model type: a type with a causal-LM head and no masked-LM head (GPT-2, Llama, Qwen2, ...).
+    BERT-like types have both and stay encoders.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(hf_config, "is_encoder_decoder", False):
+        return False
+    model_type = getattr(hf_config, "model_type", "")
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return True
     architectures = getattr(hf_config, "architectures", None) or []
-    if any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in architectures):
-        return not getattr(hf_config, "is_encoder_decoder", False) and "bert" not in hf_config.model_type
-    return bool(getattr(hf_config, "is_decoder", False))
+    return model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and any(a.endswith("ForCausalLM") for a in architectures)
 
 
 def config_from_transformers(folder: str, hf_config: Any) -> InfEmbedConfig:

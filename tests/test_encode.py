@@ -153,3 +153,16 @@ def test_dimension_and_max_seq_length_properties(tiny_model):
     tiny_model.max_seq_length = 16
     assert tiny_model.config.max_query_length == tiny_model.config.max_passage_length == 16
     assert tiny_model.device.type == "cpu"
+
+
+def test_device_list_encodes_in_a_process_pool_with_the_same_result(tiny_model):
+    queries = [f"query {i} " + "word " * (i % 5) for i in range(9)]
+    instructions = [None if i % 3 == 0 else f"instruction {i % 2}" for i in range(9)]
+    single = tiny_model.encode_query(queries, instruction=instructions, batch_size=4)
+    pooled = tiny_model.encode_query(queries, instruction=instructions, batch_size=4, device=["cpu", "cpu"])
+    np.testing.assert_allclose(pooled, single, atol=1e-6)
+
+
+def test_empty_device_list_is_an_error(tiny_model):
+    with pytest.raises(ValueError, match="device must name at least one device"):
+        tiny_model.encode(["a"], device=[])
