@@ -7,8 +7,10 @@ instructions: ``model.encode_query(queries, instruction="...")``.
 from __future__ import annotations
 
 from inf_embed.config import InfEmbedConfig
+from inf_embed.data import TripletExample, load_triplets
+from inf_embed.losses import get_loss, list_losses
 from inf_embed.model import InfEmbed
 
 __version__ = "0.1.0"
 
-__all__ = ["InfEmbed", "InfEmbedConfig", "__version__"]
+__all__ = ["InfEmbed", "InfEmbedConfig", "TripletExample", "__version__", "get_loss", "list_losses", "load_triplets"]

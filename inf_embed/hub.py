@@ -14,10 +14,12 @@ Loading is strict: a missing, corrupted or mismatching weights file raises with 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +177,8 @@ def _load_foreign_backbone(folder: str) -> nn.Module:
     from transformers import AutoModel
 
     try:
-        backbone, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+        with _quiet_transformers_progress():
+            backbone, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     except (OSError, ValueError, SafetensorError) as error:
         raise OSError(f"could not load backbone weights from {folder}: {error}") from None
     missing = [key for key in info.get("missing_keys", []) if not key.startswith("pooler.")]
@@ -189,6 +192,20 @@ def _load_foreign_backbone(folder: str) -> nn.Module:
     if ignored:
         logger.debug("ignored %d checkpoint keys not used by the encoder: %s", len(ignored), sorted(ignored)[:10])
     return backbone.eval()
+
+
+@contextlib.contextmanager
+def _quiet_transformers_progress() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bar (a library should not draw on stderr unasked)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _load_module_state(folder: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,1 @@
+"""Training: arguments, trainer, checkpoints and distributed helpers."""
