@@ -1,0 +1,53 @@
+"""`inf-embed evaluate` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _evaluation_fakes import write_beir
+from inf_embed.cli.main import main
+
+
+def test_evaluate_beir_prints_a_table_and_writes_json(tiny_model_dir, tmp_path, capsys):
+    data = write_beir(tmp_path / "beir")
+    output = tmp_path / "out" / "results.json"
+    code = main(["evaluate", "--model", tiny_model_dir, "--data", str(data), "--format", "beir",
+                 "--output", str(output), "--batch-size", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "metric" in out and "ndcg_at_10" in out and "(main)" in out
+    saved = json.loads(output.read_text())
+    assert saved["format"] == "beir" and saved["main_score"] == "ndcg_at_10"
+    assert 0 <= saved["results"]["ndcg_at_10"] <= 1 and saved["results"]["num_queries"] == 2
+
+
+def test_evaluate_nevir_on_the_shared_dev_pairs(tiny_model_dir, shared_data, capsys):
+    assert main(["evaluate", "--model", tiny_model_dir, "--data", str(shared_data / "nevir"), "--format", "nevir"]) == 0
+    out = capsys.readouterr().out
+    assert "paired_accuracy" in out and "num_pairs" in out
+
+
+def test_evaluate_reports_a_missing_data_folder_with_exit_code_1(tiny_model_dir, tmp_path, capsys):
+    assert main(["evaluate", "--model", tiny_model_dir, "--data", str(tmp_path / "nope"), "--format", "beir"]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_options_that_do_not_apply_to_the_format(tmp_path, capsys):
+    data = write_beir(tmp_path / "beir")
+    assert main(["evaluate", "--data", str(data), "--format", "beir", "--extra-corpus", str(data)]) == 1
+    assert "--extra-corpus applies to infir" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_an_unknown_format():
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", ".", "--format", "bright"])
+
+
+def test_top_level_parser_offers_the_evaluate_command():
+    from inf_embed.cli.main import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--data", "d", "--format", "infir", "--extra-corpus", "c"])
+    assert args.command == "evaluate" and args.format == "infir" and args.extra_corpus == "c"
+    assert callable(args.func)
