@@ -62,14 +62,18 @@ def main() -> None:
     from inf_embed.model import default_model_path
 
     path = default_model_path()
-    docs = [(d.get("title", "") + " " + d["text"]).strip() for d in _read_jsonl(DATA / "corpus.jsonl", args.docs, args.seed)]
+    docs = [
+        (d.get("title", "") + " " + d["text"]).strip() for d in _read_jsonl(DATA / "corpus.jsonl", args.docs, args.seed)
+    ]
     queries = [q["text"] for q in _read_jsonl(DATA / "queries.jsonl", args.queries, args.seed)]
     ours = InfEmbed.from_pretrained(path, fusion="attention")
     st = SentenceTransformer(path, device="cpu")
     bs = args.batch_size
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
     print(f"documents: {len(docs)} scifact passages; queries: {len(queries)} scifact claims; batch size {bs}")
 
     # Warm-up both sides once (allocator, thread pools).
@@ -96,10 +100,14 @@ def main() -> None:
     t_shared, t_concat, t_st_concat = (min(query_times[k]) for k in ("shared", "concat", "st_concat"))
     print("\n| queries with one instruction | queries/s | ratio vs concatenation |\n|---|---|---|")
     print(f"| instruction concatenated into each text (inf_embed encode) | {len(queries) / t_concat:.1f} | 1.00x |")
-    print(f"| instruction concatenated (sentence-transformers encode) | {len(queries) / t_st_concat:.1f} | "
-          f"{t_concat / t_st_concat:.2f}x |")
-    print(f"| inf_embed encode_query(instruction=shared), attention | {len(queries) / t_shared:.1f} | "
-          f"{t_concat / t_shared:.2f}x |")
+    print(
+        f"| instruction concatenated (sentence-transformers encode) | {len(queries) / t_st_concat:.1f} | "
+        f"{t_concat / t_st_concat:.2f}x |"
+    )
+    print(
+        f"| inf_embed encode_query(instruction=shared), attention | {len(queries) / t_shared:.1f} | "
+        f"{t_concat / t_shared:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -104,8 +104,9 @@ def main() -> None:
     parser.add_argument("--st-baseline", default=None, help="sentence-transformers model (default: all-MiniLM-L6-v2)")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "out" / "cache"),
-                        help="corpus-embedding cache ('' disables)")
+    parser.add_argument(
+        "--cache-dir", default=str(REPO / "benchmarks" / "out" / "cache"), help="corpus-embedding cache ('' disables)"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "out" / "quality.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None)
@@ -124,8 +125,11 @@ def main() -> None:
             start = time.perf_counter()
             row["results"][task] = evaluator(model)
             row["seconds"][task] = round(time.perf_counter() - start, 1)
-            print(f"{label} | {task}: {evaluator.main_score} = {row['results'][task]['main_score']:.4f} "
-                  f"({row['seconds'][task]} s)", flush=True)
+            print(
+                f"{label} | {task}: {evaluator.main_score} = {row['results'][task]['main_score']:.4f} "
+                f"({row['seconds'][task]} s)",
+                flush=True,
+            )
         rows.append(row)
 
     table = markdown_table(rows, tasks)
@@ -133,9 +137,13 @@ def main() -> None:
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "data_root": str(args.data_root),
         "rows": rows,
         "table": table,

@@ -184,6 +184,4 @@ def _check_dense(path: str) -> None:
     data = _read_json(path)
     activation = str(data.get("activation_function", "torch.nn.modules.linear.Identity"))
     if not activation.endswith("Identity"):
-        raise ValueError(
-            f"{path}: Dense with activation {activation!r} is not supported by inf_embed (only Identity)"
-        )
+        raise ValueError(f"{path}: Dense with activation {activation!r} is not supported by inf_embed (only Identity)")

@@ -9,7 +9,6 @@ length with their instructions attached, encodes an instruction shared by a whol
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,7 +43,9 @@ def resolve_output(output_value: str | None, convert_to_numpy: bool, convert_to_
         raise ValueError(f"output_value must be one of {list(OUTPUT_VALUES)}, got {output_value!r}")
     if output_value != "sentence_embedding":
         return _Output(output_value, to_tensor=False, to_numpy=False)
-    return _Output(output_value, to_tensor=bool(convert_to_tensor), to_numpy=bool(convert_to_numpy) and not convert_to_tensor)
+    return _Output(
+        output_value, to_tensor=bool(convert_to_tensor), to_numpy=bool(convert_to_numpy) and not convert_to_tensor
+    )
 
 
 def _as_text_list(inputs: Any, name: str) -> tuple[list[str], bool]:
@@ -216,7 +217,11 @@ def encode(
             )
         quantized = quantize_embeddings(embeddings.float().cpu().numpy(), precision)
         result: Any = (
-            torch.from_numpy(quantized) if output.to_tensor else quantized if output.to_numpy else list(torch.from_numpy(quantized))
+            torch.from_numpy(quantized)
+            if output.to_tensor
+            else quantized
+            if output.to_numpy
+            else list(torch.from_numpy(quantized))
         )
     elif output.to_tensor:
         result = embeddings
@@ -323,7 +328,9 @@ def _split_outputs(features: dict[str, Tensor], output_value: str | None, count:
     return items
 
 
-def _encode_instructions(model: InfEmbed, instructions: list[str], device: torch.device) -> tuple[tuple[Tensor, Tensor], int]:
+def _encode_instructions(
+    model: InfEmbed, instructions: list[str], device: torch.device
+) -> tuple[tuple[Tensor, Tensor], int]:
     """Backbone states of distinct instruction texts: ((U, Li, d) states, (U, Li) mask), number cut."""
     features, cut = tokenize(model.tokenizer, instructions, model.config.max_instruction_length)
     features = {key: value.to(device) for key, value in features.items()}
@@ -338,7 +345,9 @@ def _batch_instruction_states(
     distinct = sorted({text for text in batch_instructions if text is not None})
     row_of = {text: row for row, text in enumerate(distinct)}
     null_row = len(distinct)
-    index = torch.tensor([row_of.get(text, null_row) if text is not None else null_row for text in batch_instructions], device=device)
+    index = torch.tensor(
+        [row_of.get(text, null_row) if text is not None else null_row for text in batch_instructions], device=device
+    )
     hidden = int(model.backbone.config.hidden_size)
     dtype = next(model.backbone.parameters()).dtype
     if distinct:

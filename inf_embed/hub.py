@@ -310,9 +310,9 @@ def _model_card(config: InfEmbedConfig) -> str:
         "# InfEmbed model\n\n"
         f"Backbone: `{config.backbone}`; pooling `{config.pooling}`; instruction fusion `{config.fusion}`; "
         f"normalize `{config.normalize}`.\n\n"
-        "```python\nfrom inf_embed import InfEmbed\n\nmodel = InfEmbed.from_pretrained(\"PATH_OR_REPO_ID\")\n"
-        "queries = model.encode_query([\"...\"], instruction=\"...\")\n"
-        "docs = model.encode_document([\"...\"])\nscores = model.similarity(queries, docs)\n```\n"
+        '```python\nfrom inf_embed import InfEmbed\n\nmodel = InfEmbed.from_pretrained("PATH_OR_REPO_ID")\n'
+        'queries = model.encode_query(["..."], instruction="...")\n'
+        'docs = model.encode_document(["..."])\nscores = model.similarity(queries, docs)\n```\n'
     )
 
 
@@ -342,6 +342,8 @@ def push_folder(
             create_pr=create_pr,
             repo_type="model",
         )
-    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info)) if create_pr else str(
-        getattr(info, "commit_url", info)
+    return (
+        str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
+        if create_pr
+        else str(getattr(info, "commit_url", info))
     )

@@ -78,9 +78,7 @@ class InfEmbed(nn.Module):
         in_memory = backbone is not None or tokenizer is not None or config is not None
         if in_memory:
             if model_name_or_path is not None or backbone is None or tokenizer is None:
-                raise ValueError(
-                    "pass either model_name_or_path, or all of config, backbone and tokenizer (got a mix)"
-                )
+                raise ValueError("pass either model_name_or_path, or all of config, backbone and tokenizer (got a mix)")
             config = config if config is not None else InfEmbedConfig()
             if config_overrides:
                 config = hub._apply_overrides(config, config_overrides)

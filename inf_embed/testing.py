@@ -104,7 +104,9 @@ def fake_hub(cache_dir: str | os.PathLike) -> Iterator[list[dict[str, Any]]]:
     def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> Any:
         return SimpleNamespace(repo_id=repo_id, url=f"https://huggingface.co/{repo_id}")
 
-    def upload_folder(self: HfApi, *, repo_id: str, folder_path: str, revision: str | None = None, **kwargs: Any) -> Any:
+    def upload_folder(
+        self: HfApi, *, repo_id: str, folder_path: str, revision: str | None = None, **kwargs: Any
+    ) -> Any:
         commit = uuid.uuid4().hex + uuid.uuid4().hex[:8]
         populate_hf_cache(folder_path, cache_dir, repo_id, commit=commit, revision=revision or "main")
         uploads.append({"repo_id": repo_id, "folder_path": folder_path, "revision": revision, **kwargs})

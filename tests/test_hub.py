@@ -160,8 +160,14 @@ def test_decoder_backbone_uses_last_token_pooling_and_left_padding(tmp_path, tin
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, architectures=["LlamaForCausalLM"],
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        architectures=["LlamaForCausalLM"],
     )
     folder = tmp_path / "llama"
     LlamaModel(config).save_pretrained(folder)

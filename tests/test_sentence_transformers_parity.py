@@ -71,7 +71,9 @@ def test_single_string_and_documents_and_queries_match(pair):
 
 def test_token_embeddings_match(pair):
     ours, theirs = pair
-    for a, b in zip(ours.encode(DOCS, output_value="token_embeddings"), theirs.encode(DOCS, output_value="token_embeddings")):
+    for a, b in zip(
+        ours.encode(DOCS, output_value="token_embeddings"), theirs.encode(DOCS, output_value="token_embeddings")
+    ):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 

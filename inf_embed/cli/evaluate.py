@@ -26,15 +26,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="data folder or file (see the formats above)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="data format")
     parser.add_argument("--output", default=None, help="also write the results as JSON to this file")
-    parser.add_argument("--split", default=None, help="qrels split for beir/followir (default test), file stem for "
-                        "an infir folder (default dev)")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="qrels split for beir/followir (default test), file stem for an infir folder (default dev)",
+    )
     parser.add_argument("--instruction", default=None, help="beir/nevir: one instruction for every query")
-    parser.add_argument("--extra-corpus", default=None,
-                        help="infir: BEIR folder or corpus.jsonl added to the corpus "
-                        "(e.g. instructir/msmarco_filtered)")
-    parser.add_argument("--sentence-transformers", action="store_true",
-                        help="load --model with sentence-transformers and join instructions to queries as "
-                        "'{query} {instruction}' (the baseline)")
+    parser.add_argument(
+        "--extra-corpus",
+        default=None,
+        help="infir: BEIR folder or corpus.jsonl added to the corpus (e.g. instructir/msmarco_filtered)",
+    )
+    parser.add_argument(
+        "--sentence-transformers",
+        action="store_true",
+        help="load --model with sentence-transformers and join instructions to queries as "
+        "'{query} {instruction}' (the baseline)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="encode batch size (default 32)")
     parser.add_argument("--top-k", type=int, default=None, help="beir/followir: documents retrieved per query")
     parser.add_argument("--cache-dir", default=None, help="cache corpus embeddings here (keyed by model and corpus)")
@@ -125,8 +133,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {args.data} ({args.format})\n")
     print(format_table(results, evaluator.main_score))
     if args.output:
-        _write_json(args.output, {"model": label, "sentence_transformers": args.sentence_transformers,
-                                  "data": str(args.data), "format": args.format, "main_score": evaluator.main_score,
-                                  "results": results})
+        _write_json(
+            args.output,
+            {
+                "model": label,
+                "sentence_transformers": args.sentence_transformers,
+                "data": str(args.data),
+                "format": args.format,
+                "main_score": evaluator.main_score,
+                "results": results,
+            },
+        )
         print(f"\nwrote {args.output}")
     return 0

@@ -168,9 +168,7 @@ class ConcatInstructionEncoder:
             per_query = list(instruction)
             if len(per_query) != len(queries):
                 raise ValueError(f"instruction has {len(per_query)} items, queries has {len(queries)}")
-        texts = [
-            self.template.format(query=q, instruction=i).strip() if i else q for q, i in zip(queries, per_query)
-        ]
+        texts = [self.template.format(query=q, instruction=i).strip() if i else q for q, i in zip(queries, per_query)]
         return self._call("encode_query", texts, kwargs)
 
     def encode_document(self, documents: Sequence[str], **kwargs: Any) -> Any:

@@ -138,8 +138,9 @@ def exact_search(
     starts = range(0, num_docs, corpus_chunk_size)
     with torch.inference_mode():
         for start in _progress(starts, show_progress_bar, "search"):
-            chunk = _prepare(_as_float_tensor(corpus_embeddings[start : start + corpus_chunk_size], run_device),
-                             score_function).to(queries.dtype)
+            chunk = _prepare(
+                _as_float_tensor(corpus_embeddings[start : start + corpus_chunk_size], run_device), score_function
+            ).to(queries.dtype)
             if chunk.ndim != 2 or chunk.shape[1] != dim:
                 raise ValueError(
                     f"corpus_embeddings rows must have dimension {dim} like the queries, got shape {tuple(chunk.shape)}"
@@ -363,8 +364,13 @@ class EmbeddingCache:
         from inf_embed import __version__
 
         payload = json.dumps(
-            {"model": model_fp, "corpus": corpus_fp, "options": dict(options or {}), "version": __version__,
-             "format": CACHE_FORMAT_VERSION},
+            {
+                "model": model_fp,
+                "corpus": corpus_fp,
+                "options": dict(options or {}),
+                "version": __version__,
+                "format": CACHE_FORMAT_VERSION,
+            },
             sort_keys=True,
             default=str,
         )

@@ -12,6 +12,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _evaluation_fakes import HashingEncoder  # noqa: E402
+
 from inf_embed.evaluation import BEIREvaluator  # noqa: E402
 from inf_embed.evaluation.distributed import encode_sharded, get_rank  # noqa: E402
 from inf_embed.evaluation.search import CachedEmbeddings, encode_corpus  # noqa: E402

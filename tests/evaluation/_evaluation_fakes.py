@@ -64,8 +64,10 @@ class HashingEncoder:
             assert len(instructions) == len(queries)
         call = {"queries": list(queries), "instruction": instruction, "normalize_embeddings": normalize_embeddings}
         self.query_calls.append({**call, **kwargs})
-        rows = [self._bag(q) + (self.config.instruction_weight * self._bag(i) if i else 0.0)
-                for q, i in zip(queries, instructions)]
+        rows = [
+            self._bag(q) + (self.config.instruction_weight * self._bag(i) if i else 0.0)
+            for q, i in zip(queries, instructions)
+        ]
         return self._finish(rows, normalize_embeddings)
 
     def encode_document(
@@ -102,13 +104,18 @@ def write_qrels(path: Path, rows: Sequence[tuple[str, str, int]]) -> None:
 
 def write_beir(root: Path) -> Path:
     """A 5-document BEIR folder; q1 carries a per-query instruction, q3 has no qrels. Titles on d1-d4."""
-    write_jsonl(root / "corpus.jsonl",
-                [{"_id": k, "title": "Energy" if k != "d5" else "", "text": v} for k, v in CORPUS.items()])
-    write_jsonl(root / "queries.jsonl", [
-        {"_id": "q1", "text": "how do solar panels work", "instruction": "prefer home rooftop systems"},
-        {"_id": "q2", "text": "power from wind"},
-        {"_id": "q3", "text": "not judged"},
-    ])
+    write_jsonl(
+        root / "corpus.jsonl",
+        [{"_id": k, "title": "Energy" if k != "d5" else "", "text": v} for k, v in CORPUS.items()],
+    )
+    write_jsonl(
+        root / "queries.jsonl",
+        [
+            {"_id": "q1", "text": "how do solar panels work", "instruction": "prefer home rooftop systems"},
+            {"_id": "q2", "text": "power from wind"},
+            {"_id": "q3", "text": "not judged"},
+        ],
+    )
     write_qrels(root / "qrels" / "test.tsv", [("q1", "d1", 1), ("q1", "d3", 2), ("q2", "d2", 1)])
     return root
 
@@ -124,24 +131,39 @@ def write_followir(root: Path, *, with_diff: bool = False, with_top_ranked: bool
         queries.append({"_id": f"{qid}-og", "text": text, "instruction": og})
         queries.append({"_id": f"{qid}-changed", "text": text, "instruction": changed})
     write_jsonl(root / "queries.jsonl", queries)
-    write_qrels(root / "qrels" / "test.tsv", [
-        ("a-og", "d1", 1), ("a-og", "d3", 1), ("a-changed", "d3", 1), ("a-changed", "d1", 0),
-        ("b-og", "d2", 1), ("b-og", "d4", 1), ("b-changed", "d2", 1),
-    ])
+    write_qrels(
+        root / "qrels" / "test.tsv",
+        [
+            ("a-og", "d1", 1),
+            ("a-og", "d3", 1),
+            ("a-changed", "d3", 1),
+            ("a-changed", "d1", 0),
+            ("b-og", "d2", 1),
+            ("b-og", "d4", 1),
+            ("b-changed", "d2", 1),
+        ],
+    )
     if with_diff:
         write_jsonl(root / "qrel_diff.jsonl", [{"query-id": "a", "corpus-ids": ["d1"]}])
     if with_top_ranked:
-        write_jsonl(root / "top_ranked.jsonl", [
-            {"query-id": "a-og", "corpus-ids": ["d1", "d3", "d5"]},
-            {"query-id": "b-og", "corpus-ids": ["d2", "d4", "d1"]},
-        ])
+        write_jsonl(
+            root / "top_ranked.jsonl",
+            [
+                {"query-id": "a-og", "corpus-ids": ["d1", "d3", "d5"]},
+                {"query-id": "b-og", "corpus-ids": ["d2", "d4", "d1"]},
+            ],
+        )
     return root
 
 
 def infir_records() -> list[dict[str, str]]:
     """Four InF-IR-schema records whose P+ and D- differ in the words of I+ and I-."""
-    topics = [("solar", "rooftop homes", "utility farms"), ("wind", "offshore turbines", "small home turbines"),
-              ("coffee", "espresso brewing", "decaf process"), ("tea", "green tea health", "black tea caffeine")]
+    topics = [
+        ("solar", "rooftop homes", "utility farms"),
+        ("wind", "offshore turbines", "small home turbines"),
+        ("coffee", "espresso brewing", "decaf process"),
+        ("tea", "green tea health", "black tea caffeine"),
+    ]
     return [
         {
             "id": f"r{i}",

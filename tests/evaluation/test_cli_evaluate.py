@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _evaluation_fakes import write_beir
+
 from inf_embed.cli.main import main
 
 
 def test_evaluate_beir_prints_a_table_and_writes_json(tiny_model_dir, tmp_path, capsys):
     data = write_beir(tmp_path / "beir")
     output = tmp_path / "out" / "results.json"
-    code = main(["evaluate", "--model", tiny_model_dir, "--data", str(data), "--format", "beir",
-                 "--output", str(output), "--batch-size", "4"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            tiny_model_dir,
+            "--data",
+            str(data),
+            "--format",
+            "beir",
+            "--output",
+            str(output),
+            "--batch-size",
+            "4",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "metric" in out and "ndcg_at_10" in out and "(main)" in out

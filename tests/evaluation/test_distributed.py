@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _distributed_worker import beir_data, corpus_texts
 from _evaluation_fakes import HashingEncoder
+
 from inf_embed.evaluation import BEIREvaluator
 from inf_embed.evaluation.distributed import encode_sharded, shard_bounds
 from inf_embed.evaluation.search import l2_normalize
@@ -42,8 +42,17 @@ def test_without_a_process_group_encode_sharded_is_plain_encoding():
 
 def test_two_gloo_ranks_encode_shards_and_rank0_gathers_what_one_process_encodes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(tmp_path), str(tmp_path / "cache")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(tmp_path),
+        str(tmp_path / "cache"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _evaluation_fakes import CORPUS, HashingEncoder, infir_records, write_beir, write_followir
+
 from inf_embed.evaluation import (
     BEIREvaluator,
     FollowIREvaluator,
@@ -52,8 +52,13 @@ def test_beir_evaluator_matches_metrics_of_a_brute_force_run(beir_folder, hashin
     evaluator = BEIREvaluator.from_path(beir_folder, split="test", k_values=(1, 3, 10))
     results = evaluator(hashing_model)
     titled = {k: (f"Energy {v}" if k != "d5" else v) for k, v in CORPUS.items()}  # title + " " + text, as mteb
-    run = _brute_run(hashing_model, ["q1", "q2"], ["how do solar panels work", "power from wind"],
-                     ["prefer home rooftop systems", None], titled)
+    run = _brute_run(
+        hashing_model,
+        ["q1", "q2"],
+        ["how do solar panels work", "power from wind"],
+        ["prefer home rooftop systems", None],
+        titled,
+    )
     expected = retrieval_metrics({"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}, run, (1, 3, 10))
     for name, value in expected.items():
         assert results[name] == pytest.approx(value, abs=1e-6), name
@@ -104,10 +109,20 @@ def test_followir_p_mrr_and_per_run_metrics_match_brute_force_runs(tmp_path, has
     evaluator = FollowIREvaluator.from_path(tmp_path, k_values=(1, 5))
     assert evaluator.changed_docs == {"a": ["d1"], "b": ["d4"]}  # relevant under og, not under changed
     results = evaluator(hashing_model)
-    og = _brute_run(hashing_model, ["a", "b"], ["solar panels", "making power"],
-                    ["any kind of solar installation", "wind or water power"], CORPUS)
-    changed = _brute_run(hashing_model, ["a", "b"], ["solar panels", "making power"],
-                         ["only rooftop installations for homes", "only wind power, not water"], CORPUS)
+    og = _brute_run(
+        hashing_model,
+        ["a", "b"],
+        ["solar panels", "making power"],
+        ["any kind of solar installation", "wind or water power"],
+        CORPUS,
+    )
+    changed = _brute_run(
+        hashing_model,
+        ["a", "b"],
+        ["solar panels", "making power"],
+        ["only rooftop installations for homes", "only wind power, not water"],
+        CORPUS,
+    )
     assert results["p_mrr"] == pytest.approx(p_mrr(og, changed, {"a": ["d1"], "b": ["d4"]}), abs=1e-9)
     assert results["main_score"] == results["p_mrr"]
     og_expected = retrieval_metrics({"a": {"d1": 1, "d3": 1}, "b": {"d2": 1, "d4": 1}}, og, (1, 5))
@@ -138,8 +153,11 @@ def test_an_instruction_blind_model_scores_zero_p_mrr_on_followir(tmp_path):
 # ---- InF-IR ----------------------------------------------------------------------------------------------------------
 
 
-EXTRA = {"p0": "solar explained with rooftop homes and more solar facts", "x1": "a recipe for bread",
-         "x2": "tea explained with green tea health and more tea facts"}
+EXTRA = {
+    "p0": "solar explained with rooftop homes and more solar facts",
+    "x1": "a recipe for bread",
+    "x2": "tea explained with green tea health and more tea facts",
+}
 
 
 def test_infir_corpus_holds_positives_hard_negatives_and_extra_passages_without_duplicates():
@@ -178,8 +196,13 @@ def test_infir_metrics_match_brute_force_definitions(hashing_model):
     changed = {r["id"]: [r["document_id"]] for r in records}
     assert results["p_mrr_instruction"] == pytest.approx(p_mrr(pos, neg_i, changed), abs=1e-9)
     assert results["p_mrr_query"] == pytest.approx(p_mrr(pos, neg_q, changed), abs=1e-9)
-    pair = [[[pos[r["id"]][r["document_id"]], pos[r["id"]][f"{r['id']}-hn1"]],
-             [neg_i[r["id"]][r["document_id"]], neg_i[r["id"]][f"{r['id']}-hn1"]]] for r in records]
+    pair = [
+        [
+            [pos[r["id"]][r["document_id"]], pos[r["id"]][f"{r['id']}-hn1"]],
+            [neg_i[r["id"]][r["document_id"]], neg_i[r["id"]][f"{r['id']}-hn1"]],
+        ]
+        for r in records
+    ]
     assert results["paired_accuracy"] == paired_accuracy(pair)
     expected = retrieval_metrics({r["id"]: {r["document_id"]: 1} for r in records}, pos, (1, 10))
     assert results["ndcg_at_10"] == pytest.approx(expected["ndcg_at_10"], abs=1e-6)

@@ -185,8 +185,11 @@ def test_retrieval_metrics_agree_with_pytrec_eval_on_tied_random_runs():
     pytrec_eval = pytest.importorskip("pytrec_eval", reason="pytrec_eval (pytrec-eval-terrier) is not installed")
     qrels, run = _random_runs(0)
     ks = (1, 3, 5, 10)
-    measures = {f"ndcg_cut.{','.join(map(str, ks))}", f"map_cut.{','.join(map(str, ks))}",
-                f"recall.{','.join(map(str, ks))}"}
+    measures = {
+        f"ndcg_cut.{','.join(map(str, ks))}",
+        f"map_cut.{','.join(map(str, ks))}",
+        f"recall.{','.join(map(str, ks))}",
+    }
     reference = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
     ours = retrieval_metrics(qrels, run, ks)
     for k in ks:

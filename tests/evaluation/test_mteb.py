@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _evaluation_fakes import HashingEncoder
 
 mteb = pytest.importorskip(
@@ -61,7 +60,7 @@ def test_task_instruction_is_used_for_queries_without_one():
 def test_similarity_is_cosine_and_meta_describes_the_model():
     wrapper = InfEmbedMTEBWrapper(HashingEncoder(), model_name="hashing")
     a, b = np.array([[3.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0]])
-    np.testing.assert_allclose(wrapper.similarity(a, b).numpy(), [[1.0], [2 ** -0.5]], rtol=1e-6)
+    np.testing.assert_allclose(wrapper.similarity(a, b).numpy(), [[1.0], [2**-0.5]], rtol=1e-6)
     np.testing.assert_allclose(wrapper.similarity_pairwise(a, a).numpy(), [1.0, 1.0], rtol=1e-6)
     meta = wrapper.mteb_model_meta
     assert meta.name == "inf-embed/hashing" and meta.embed_dim == 64 and meta.use_instructions
@@ -73,7 +72,8 @@ def test_similarity_is_cosine_and_meta_describes_the_model():
 def test_a_plain_list_of_texts_is_encoded_as_one_batch():
     model = HashingEncoder()
     wrapper = InfEmbedMTEBWrapper(model)
-    embeddings = wrapper.encode(["a b", "c"], task_metadata=None, hf_split="test", hf_subset="default",
-                                prompt_type=None)
+    embeddings = wrapper.encode(
+        ["a b", "c"], task_metadata=None, hf_split="test", hf_subset="default", prompt_type=None
+    )
     assert embeddings.shape == (2, 64) and model.document_calls == 2
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-6)

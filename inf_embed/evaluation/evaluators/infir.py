@@ -22,8 +22,13 @@ from inf_embed.evaluation.search import search_to_run
 logger = logging.getLogger(__name__)
 
 
-_INFIR_REQUIRED = ("query_positive", "instruction_positive", "query_negative", "instruction_negative",
-                   "hard_negative_document_1")
+_INFIR_REQUIRED = (
+    "query_positive",
+    "instruction_positive",
+    "query_negative",
+    "instruction_negative",
+    "hard_negative_document_1",
+)
 
 
 @register_evaluator("infir")
@@ -141,13 +146,18 @@ class InfIREvaluator(Evaluator):
             return None
         n = len(self.rows)
         texts = [r["query_positive"] for r in self.rows] * 2 + [r["query_negative"] for r in self.rows]
-        instructions = ([r["instruction_positive"] for r in self.rows] + [r["instruction_negative"] for r in self.rows]
-                        + [r["instruction_positive"] for r in self.rows])
+        instructions = (
+            [r["instruction_positive"] for r in self.rows]
+            + [r["instruction_negative"] for r in self.rows]
+            + [r["instruction_positive"] for r in self.rows]
+        )
         queries = self._queries(model, texts, instructions)  # (3N, d): (I+,Q+), (I-,Q+), (I+,Q-)
         scores, indices = self._search(queries, corpus, self.top_k)
         names = ("pos", "neg_instruction", "neg_query")
-        runs = {name: search_to_run(self.record_ids, doc_ids, scores[i * n : (i + 1) * n], indices[i * n : (i + 1) * n])
-                for i, name in enumerate(names)}
+        runs = {
+            name: search_to_run(self.record_ids, doc_ids, scores[i * n : (i + 1) * n], indices[i * n : (i + 1) * n])
+            for i, name in enumerate(names)
+        }
         row = {d: i for i, d in enumerate(doc_ids)}
         pos_rows = np.asarray([row[d] for d in self.pos_ids])
         neg_rows = np.asarray([row[d] for d in self.neg_ids])
