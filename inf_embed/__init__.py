@@ -10,7 +10,19 @@ from inf_embed.config import InfEmbedConfig
 from inf_embed.data import TripletExample, load_triplets
 from inf_embed.losses import get_loss, list_losses
 from inf_embed.model import InfEmbed
+from inf_embed.training.args import TrainingArguments
+from inf_embed.training.trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["InfEmbed", "InfEmbedConfig", "TripletExample", "__version__", "get_loss", "list_losses", "load_triplets"]
+__all__ = [
+    "InfEmbed",
+    "InfEmbedConfig",
+    "Trainer",
+    "TrainingArguments",
+    "TripletExample",
+    "__version__",
+    "get_loss",
+    "list_losses",
+    "load_triplets",
+]

@@ -126,10 +126,14 @@ def _check_arguments(batch_size: Any, precision: Any, truncate_dim: Any) -> None
 def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[dict[str, Tensor], int]:
     """Tokenise with truncation and padding; returns (features, number of texts that were cut).
 
-    Only texts that fill the whole budget can have been cut, so only those are tokenised a second time,
-    without truncation, to count them.
+    Fast (Rust) tokenizers report what truncation dropped in each encoding's ``overflowing`` list, so counting
+    is free. For slow tokenizers only the texts that fill the whole budget can have been cut, and only those
+    are tokenised a second time, without truncation, to count them.
     """
     features = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    encodings = getattr(features, "encodings", None)
+    if encodings:
+        return dict(features), sum(bool(encoding.overflowing) for encoding in encodings)
     lengths = features["attention_mask"].sum(dim=1)
     candidates = [texts[i] for i in torch.nonzero(lengths >= max_length).flatten().tolist()]
     cut = 0
@@ -285,7 +289,8 @@ def run_inference(
                 else:
                     (states, mask), index, cut = _batch_instruction_states(model, batch_instructions, device)
                     truncated += cut
-                features.update(instr_token_embeddings=states, instr_mask=mask, instr_index=index)
+                if states is not None:
+                    features.update(instr_token_embeddings=states, instr_mask=mask, instr_index=index)
             features = model(features)
             embeddings = features["sentence_embedding"]
             if truncate_dim is not None:
@@ -340,23 +345,13 @@ def _encode_instructions(
 
 def _batch_instruction_states(
     model: InfEmbed, batch_instructions: list[str | None], device: torch.device
-) -> tuple[tuple[Tensor, Tensor], Tensor, int]:
-    """Encode each distinct instruction of a batch once; rows without instruction get an all-padding row."""
+) -> tuple[tuple[Tensor | None, Tensor | None], Tensor, int]:
+    """Encode each distinct instruction of a batch once; returns (states, mask), the (B,) row index (-1: none)
+    and the number of instructions cut by truncation."""
     distinct = sorted({text for text in batch_instructions if text is not None})
     row_of = {text: row for row, text in enumerate(distinct)}
-    null_row = len(distinct)
-    index = torch.tensor(
-        [row_of.get(text, null_row) if text is not None else null_row for text in batch_instructions], device=device
-    )
-    hidden = int(model.backbone.config.hidden_size)
-    dtype = next(model.backbone.parameters()).dtype
-    if distinct:
-        (states, mask), cut = _encode_instructions(model, distinct, device)
-    else:
-        states = torch.zeros(0, 1, hidden, device=device, dtype=dtype)
-        mask = torch.zeros(0, 1, dtype=torch.long, device=device)
-        cut = 0
-    if null_row in index.tolist():
-        states = torch.cat([states, states.new_zeros(1, states.shape[1], hidden)])
-        mask = torch.cat([mask, mask.new_zeros(1, mask.shape[1])])
+    index = torch.tensor([row_of.get(text, -1) for text in batch_instructions], dtype=torch.long, device=device)
+    if not distinct:
+        return (None, None), index, 0
+    (states, mask), cut = _encode_instructions(model, distinct, device)
     return (states, mask), index, cut

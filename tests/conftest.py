@@ -13,6 +13,10 @@ import torch
 from inf_embed import InfEmbed
 from inf_embed.testing import make_tiny_model
 
+# pytest runs with `-n 2` on 2 cores: one intra-op thread per worker avoids oversubscription (10x slower tiny-model
+# tests otherwise). Subprocesses started by tests keep torch's default.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

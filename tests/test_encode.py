@@ -166,3 +166,14 @@ def test_device_list_encodes_in_a_process_pool_with_the_same_result(tiny_model):
 def test_empty_device_list_is_an_error(tiny_model):
     with pytest.raises(ValueError, match="device must name at least one device"):
         tiny_model.encode(["a"], device=[])
+
+
+def test_truncation_is_counted_with_a_slow_tokenizer_too(tiny_model, tiny_model_dir, caplog):
+    from transformers import BertTokenizer
+
+    tiny_model.tokenizer = BertTokenizer.from_pretrained(tiny_model_dir)
+    tiny_model.max_seq_length = 8
+    with caplog.at_level(logging.WARNING, logger="inf_embed.encode"):
+        tiny_model.encode(["word " * 30, "a b c d e f", "short"])
+    messages = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(messages) == 1 and messages[0].startswith("1 of 3 inputs")

@@ -76,21 +76,25 @@ class Fusion(nn.Module):
         instruction_tokens: Tensor | None = None,
         instruction_mask: Tensor | None = None,
         instruction_index: Tensor | None = None,
+        query_index: Tensor | None = None,
     ) -> Tensor:
-        """Fuse instructions into query embeddings.
+        """Fuse instructions into query embeddings, one output row per (query, instruction) pair.
 
         Args:
-            query_tokens: (B, Lq, d) backbone states of the query texts.
-            query_mask: (B, Lq) int or bool.
-            pooled_query: (B, d) the query pooled with the model's pooling (the un-instructed embedding).
-            instruction_tokens: (U, Li, d) states of the distinct instructions of the batch, or None.
-            instruction_mask: (U, Li) int or bool; an all-zero row is "no instruction".
-            instruction_index: (B,) int64, row of ``instruction_tokens`` for each query.
+            query_tokens: (Bq, Lq, d) backbone states of the distinct query texts.
+            query_mask: (Bq, Lq) int or bool.
+            pooled_query: (Bq, d) the queries pooled with the model's pooling (the un-instructed embeddings).
+            instruction_tokens: (U, Li, d) states of the distinct instructions, or None (no instructions).
+            instruction_mask: (U, Li) int or bool.
+            instruction_index: (P,) int64 instruction row of each pair; -1 means "no instruction". None pairs
+                row p with instruction p.
+            query_index: (P,) int64 query row of each pair, so one query can be paired with several instructions
+                without copying its states. None pairs row p with query p.
 
         Returns:
-            (B, d) query embeddings.
+            (P, d) query embeddings (P = Bq when both indices are None).
         """
-        return pooled_query
+        return pooled_query if query_index is None else pooled_query[query_index]
 
 
 @register_fusion("none")
@@ -144,14 +148,19 @@ class AttentionFusion(Fusion):
         instruction_tokens: Tensor | None = None,
         instruction_mask: Tensor | None = None,
         instruction_index: Tensor | None = None,
+        query_index: Tensor | None = None,
     ) -> Tensor:
+        pooled = pooled_query if query_index is None else pooled_query[query_index]  # (P, d)
         if instruction_tokens is None or instruction_mask is None:
-            return pooled_query
+            return pooled
         from inf_embed.ops import iq_attention_pool
 
-        if instruction_index is not None:
-            instruction_tokens = instruction_tokens[instruction_index]  # (B, Li, d)
-            instruction_mask = instruction_mask[instruction_index]  # (B, Li)
-        fused = iq_attention_pool(instruction_tokens, instruction_mask, query_tokens, query_mask, self.scale)
-        has_instruction = instruction_mask.bool().any(dim=1, keepdim=True)  # (B, 1)
-        return torch.where(has_instruction, fused.to(pooled_query.dtype), pooled_query)
+        if instruction_index is None:
+            instruction_index = torch.arange(pooled.shape[0], device=pooled.device)
+        has_row = instruction_index >= 0  # (P,)
+        rows = instruction_index.clamp(min=0)
+        x_states = instruction_tokens[rows]  # (P, Li, d)
+        x_mask = instruction_mask[rows].bool() & has_row.unsqueeze(1)  # (P, Li)
+        fused = iq_attention_pool(x_states, x_mask, query_tokens, query_mask, self.scale, y_index=query_index)
+        has_instruction = x_mask.any(dim=1, keepdim=True)  # (P, 1)
+        return torch.where(has_instruction, fused.to(pooled.dtype), pooled)

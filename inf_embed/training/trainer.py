@@ -1,0 +1,769 @@
+"""`Trainer`: fine-tune an :class:`~inf_embed.InfEmbed` on triplets with the paper's losses.
+
+One optimizer step::
+
+    records --(build_text_batch: a record's items stay together)--> texts
+            --(tokenise once per distinct text)--> feature groups: passages, queries, instructions | texts
+            --(backbone, DDP-wrapped under torchrun)--> representations (pooled, or token states)
+            --(head: fusion, projection, L2 normalisation, indexing)--> loss inputs --> loss --> backward
+
+The head computes exactly what ``encode_query`` / ``encode_document`` compute (same prompts, token budgets,
+fusion and masking), so training and inference embeddings agree. For the attention fusion the instruction
+variants ``n_{i,m}`` of the I term re-use the query token states: each distinct query is encoded once, each
+distinct instruction once, and :func:`inf_embed.ops.iq_attention_pool` pairs them through ``y_index``. For the
+concat fusion each distinct "query instruction" text is encoded once.
+
+Data order: epoch ``e`` visits the records in ``randperm(n)`` seeded with ``seed + e``; global micro-batch ``b``
+is records ``[b*G, (b+1)*G)`` of that order with ``G = batch_size * world_size``, split into contiguous equal
+parts, one per rank. Optimizer step ``s`` consumes micro-batches ``s*A .. s*A+A-1`` (A = accumulation steps) of
+the concatenated epochs, so the step counter alone fixes the next batch (exact resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from inf_embed.data import TextBatch, TripletDataset, TripletExample, build_text_batch, load_triplets
+from inf_embed.encode import _resolve_prompt, tokenize
+from inf_embed.losses import ContrastiveLoss, get_loss
+from inf_embed.losses.cached import CachedLoss
+from inf_embed.modules.fusion import has_instruction_text
+from inf_embed.training import checkpoint as ckpt
+from inf_embed.training.args import TrainingArguments
+from inf_embed.training.distributed import get_local_rank, get_rank, get_world_size, is_distributed
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BatchPlan", "NonFiniteLossError", "TrainOutput", "Trainer", "plan_batch"]
+
+Evaluator = Callable[[Any], Mapping[str, float]]
+GroupKind = Literal["pooled", "tokens"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss (or the gradient norm) became NaN or infinite.
+
+    Attributes:
+        step: the 1-based optimizer step being computed.
+        value: the offending value.
+    """
+
+    def __init__(self, what: str, step: int, value: float, micro_batch: int | None = None) -> None:
+        self.step = step
+        self.value = value
+        where = f"step {step}" + (f" (micro-batch {micro_batch})" if micro_batch is not None else "")
+        super().__init__(
+            f"{what} is {value} at {where}; training stopped before the optimizer update. Lower the learning "
+            "rate, check the data of this step, or disable bf16."
+        )
+
+
+@dataclass
+class TrainOutput:
+    """What :meth:`Trainer.train` returns.
+
+    Attributes:
+        global_step: optimizer steps completed.
+        training_loss: mean loss over the steps run in this call.
+        metrics: the last evaluation results (empty without an evaluator).
+        log_history: one dict per logging / evaluation event.
+        train_seconds: wall time of the steps run in this call.
+        examples_per_second: training items (per process count times world size) per second.
+        model_path: folder of the saved final model, or None.
+    """
+
+    global_step: int
+    training_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    examples_per_second: float = 0.0
+    model_path: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- batch plan
+
+
+@dataclass
+class BatchPlan:
+    """Tokenised groups of one batch and the indices that turn their representations into loss inputs.
+
+    Attributes:
+        groups: group name -> features; ``passages`` (pooled), and either ``queries`` + ``instructions``
+            (token states, attention fusion) or ``texts`` (pooled query-side texts, other fusions).
+        kinds: group name -> ``"pooled"`` or ``"tokens"``.
+        pair_query: (P,) int64, for attention: row in ``queries`` of each distinct (query, instruction) pair;
+            otherwise the row in ``texts``.
+        pair_instruction: (P,) int64 row in ``instructions`` (-1: no instruction); attention only.
+        item_pairs: (N,) pair of each item's query side.
+        query_negative_pairs: (G,) pairs of the extra query-side negatives.
+        variant_pairs: (N, M) pairs of the instruction variants, or None.
+        positive_rows: (N,) row in ``passages`` of each item's positive.
+        hard_negative_rows: (H,) rows in ``passages`` of the hard negatives.
+        text: the text batch the plan was built from.
+        truncated: how many tokenised texts were cut at their token budget.
+    """
+
+    groups: dict[str, dict[str, Tensor]]
+    kinds: dict[str, GroupKind]
+    pair_query: Tensor
+    pair_instruction: Tensor | None
+    item_pairs: Tensor
+    query_negative_pairs: Tensor
+    variant_pairs: Tensor | None
+    positive_rows: Tensor
+    hard_negative_rows: Tensor
+    text: TextBatch
+    truncated: int = 0
+
+
+def _index_of(values: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """Distinct values in first-seen order and the position of each input among them."""
+    table: dict[Any, int] = {}
+    rows = [table.setdefault(v, len(table)) for v in values]
+    return list(table), rows
+
+
+def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch.device | str = "cpu") -> BatchPlan:
+    """Tokenise the texts of a batch once per distinct text, the way ``encode_query`` / ``encode_document`` do.
+
+    Args:
+        model: the ``InfEmbed`` (its tokenizer, config, fusion and prompts are used).
+        text: the batch's texts (:func:`inf_embed.data.build_text_batch`).
+        loss: the loss; inputs it does not use are not tokenised.
+        device: where the tensors go.
+
+    Returns:
+        The plan (see :class:`BatchPlan`).
+    """
+    config, fusion = model.config, model.fusion
+    uses_hard = bool(getattr(loss, "uses_hard_negatives", True))
+    uses_qneg = bool(getattr(loss, "uses_query_negatives", True))
+    uses_variants = bool(getattr(loss, "uses_instruction_variants", False)) and text.variants is not None
+
+    passages = list(text.positives) + (list(text.hard_negatives) if uses_hard else [])
+    distinct_passages, passage_rows = _index_of(passages)
+    doc_prompt = _resolve_prompt(model, None, None, "document")
+    query_prompt = _resolve_prompt(model, None, None, "query")
+
+    pairs: list[tuple[str, str | None]] = [
+        (q, i if has_instruction_text(i) else None) for i, q in zip(text.instructions, text.queries, strict=True)
+    ]
+    n_items = len(pairs)
+    qneg = [(q, i if has_instruction_text(i) else None) for i, q in text.negative_queries] if uses_qneg else []
+    pairs += qneg
+    variant_shape: tuple[int, int] | None = None
+    if uses_variants:
+        assert text.variants is not None
+        variant_shape = tuple(text.variants.ids.shape)  # type: ignore[assignment]
+        for row, query in enumerate(text.queries):
+            pairs += [(query, i if has_instruction_text(i) else None) for i in text.variants.texts[row]]
+    distinct_pairs, pair_rows = _index_of(pairs)
+
+    truncated = 0
+
+    def tok(texts: list[str], max_length: int) -> dict[str, Tensor]:
+        nonlocal truncated
+        features, cut = tokenize(model.tokenizer, texts, max_length)
+        truncated += cut
+        return {k: v.to(device) for k, v in features.items()}
+
+    groups: dict[str, dict[str, Tensor]] = {
+        "passages": tok([doc_prompt + p for p in distinct_passages], config.max_passage_length)
+    }
+    kinds: dict[str, GroupKind] = {"passages": "pooled"}
+    pair_instruction: Tensor | None = None
+    if fusion.encodes_instruction:
+        queries, query_rows = _index_of([q for q, _ in distinct_pairs])
+        instructions, instr_rows = _index_of([i for _, i in distinct_pairs if i is not None])
+        it = iter(instr_rows)
+        pair_instruction = torch.tensor(
+            [next(it) if i is not None else -1 for _, i in distinct_pairs], dtype=torch.long, device=device
+        )
+        pair_query = torch.tensor(query_rows, dtype=torch.long, device=device)
+        groups["queries"] = tok([query_prompt + q for q in queries], config.max_query_length)
+        kinds["queries"] = "tokens"
+        if instructions:
+            groups["instructions"] = tok(instructions, config.max_instruction_length)
+            kinds["instructions"] = "tokens"
+    else:
+        max_length = config.max_query_length
+        if config.fusion == "concat":
+            max_length += config.max_instruction_length
+        composed = [query_prompt + fusion.compose_text(q, i) for q, i in distinct_pairs]
+        distinct_texts, text_rows = _index_of(composed)
+        pair_query = torch.tensor(text_rows, dtype=torch.long, device=device)
+        groups["texts"] = tok(distinct_texts, max_length)
+        kinds["texts"] = "pooled"
+
+    rows = torch.tensor(pair_rows, dtype=torch.long, device=device)
+    n_qneg = len(qneg)
+    variant_pairs = None
+    if variant_shape is not None:
+        variant_pairs = rows[n_items + n_qneg :].reshape(variant_shape)
+    passage_index = torch.tensor(passage_rows, dtype=torch.long, device=device)
+    return BatchPlan(
+        groups=groups,
+        kinds=kinds,
+        pair_query=pair_query,
+        pair_instruction=pair_instruction,
+        item_pairs=rows[:n_items],
+        query_negative_pairs=rows[n_items : n_items + n_qneg],
+        variant_pairs=variant_pairs,
+        positive_rows=passage_index[:n_items],
+        hard_negative_rows=passage_index[n_items:],
+        text=text,
+        truncated=truncated,
+    )
+
+
+class _Encoder(nn.Module):
+    """The backbone part of the model (the only part DDP wraps): feature groups -> representations.
+
+    Registers ``model.backbone`` as its only submodule, so DDP synchronises exactly the backbone parameters;
+    the model's other parameters (e.g. a projection) are used in the head and synchronised by the trainer.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        object.__setattr__(self, "_model", model)  # not a submodule: DDP must not see the head parameters
+
+    def forward(self, groups: Mapping[str, Mapping[str, Tensor]], kinds: Mapping[str, GroupKind]) -> dict[str, Tensor]:
+        """Encode each group: ``pooled`` groups give (n, d), ``tokens`` groups (n, L, d)."""
+        model = self._model
+        out: dict[str, Tensor] = {}
+        for name, features in groups.items():
+            mask = features["attention_mask"]
+            states = model.embed_tokens(features["input_ids"], mask, features.get("token_type_ids"))
+            out[name] = model.pool(states, mask) if kinds[name] == "pooled" else states
+        return out
+
+
+def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[dict[str, Tensor]], dict[str, Any]]:
+    """The function mapping the representations of ``plan``'s groups to the loss's keyword arguments.
+
+    It applies the model's fusion to the (query, instruction) pairs (the attention fusion pairs them through
+    ``iq_attention_pool``'s ``y_index``; a pair without instruction keeps its pooled query), the projection and
+    L2 normalisation (always on: the losses are cosine / tau), then indexes items, extra negatives and
+    instruction variants.
+    """
+
+    def finish(x: Tensor) -> Tensor:
+        if model.projection is not None:
+            x = model.projection(x)
+        return nn.functional.normalize(x, p=2, dim=-1)
+
+    def head(reps: dict[str, Tensor]) -> dict[str, Any]:
+        passages = finish(reps["passages"])
+        if plan.pair_instruction is not None:
+            q_states, q_mask = reps["queries"], plan.groups["queries"]["attention_mask"]
+            instructions = plan.groups.get("instructions")
+            pairs = model.fusion(
+                q_states,
+                q_mask,
+                model.pool(q_states, q_mask),
+                reps.get("instructions"),
+                instructions["attention_mask"] if instructions is not None else None,
+                plan.pair_instruction,
+                plan.pair_query,
+            )  # (P, d)
+        else:
+            pairs = reps["texts"][plan.pair_query]
+        pairs = finish(pairs)  # (P, d)
+        inputs: dict[str, Any] = {
+            "query_embeddings": pairs[plan.item_pairs],
+            "passage_embeddings": passages[plan.positive_rows],
+        }
+        if getattr(loss, "uses_hard_negatives", False):
+            inputs["hard_negative_embeddings"] = passages[plan.hard_negative_rows]
+        if getattr(loss, "uses_query_negatives", False):
+            inputs["query_negative_embeddings"] = pairs[plan.query_negative_pairs]
+        if getattr(loss, "uses_instruction_variants", False):
+            variants = plan.text.variants
+            if plan.variant_pairs is None or variants is None:
+                raise ValueError(f"loss {getattr(loss, 'name', loss)!r} needs instruction variants; none were sampled")
+            inputs["instruction_variant_embeddings"] = pairs[plan.variant_pairs]  # (N, M, d)
+            inputs["instruction_ids"] = variants.ids.to(pairs.device)
+            inputs["instruction_variant_mask"] = variants.mask.to(pairs.device)
+        if not getattr(loss, "uses_query_embeddings", True):
+            inputs["query_embeddings"] = None
+        return inputs
+
+    return head
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+
+
+def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+    return factor
+
+
+class Trainer:
+    """Fine-tune an ``InfEmbed`` with a contrastive InF-IR loss (single process, or DDP under ``torchrun``).
+
+    Features: AdamW with linear warm-up and decay, gradient accumulation, bf16 autocast, gradient
+    checkpointing, GradCache (``cache_chunk_size``), tqdm progress bar with loss and speed, periodic evaluation
+    (in eval mode), atomic checkpoints, exact resume, deterministic results for a fixed seed, and a
+    :class:`NonFiniteLossError` naming the step on a NaN or infinite loss.
+
+    Under ``torchrun`` initialise the process group first (``torch.distributed.init_process_group``); each rank
+    passes the same data and arguments. Without a process group training is single-process (paper bug B11).
+
+    Args:
+        model: the model to train, in place.
+        args: hyper-parameters.
+        train_data: records (a ``TripletDataset``, a sequence of ``TripletExample``) or anything
+            :func:`inf_embed.load_triplets` reads.
+        loss: a loss module or name; default ``args.loss`` with ``args.temperature``.
+        evaluator: ``evaluator(model) -> {metric: value}`` called in eval mode every ``args.eval_steps`` and at
+            the end, e.g. ``inf_embed.evaluation.InfIREvaluator.from_path(".../dev.jsonl")``.
+        device: training device; default CUDA (this rank's ``LOCAL_RANK``) when available, else CPU.
+
+    Raises:
+        ValueError: empty data, or fewer records than processes.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        args: TrainingArguments,
+        train_data: Any,
+        *,
+        loss: ContrastiveLoss | str | None = None,
+        evaluator: Evaluator | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.model = model
+        self.args = args
+        if not isinstance(train_data, TripletDataset) and not (
+            isinstance(train_data, Sequence) and all(isinstance(x, TripletExample) for x in train_data[:1])
+        ):
+            train_data = load_triplets(train_data)
+        self.train_data: Sequence[TripletExample] = train_data
+        if isinstance(loss, str) or loss is None:
+            loss = get_loss(loss or args.loss, temperature=args.temperature)
+        self.loss = loss
+        self.evaluator = evaluator
+        self.world_size = get_world_size()
+        self.rank = get_rank()
+        if device is None:
+            device = f"cuda:{get_local_rank()}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if len(self.train_data) < self.world_size:
+            raise ValueError(
+                f"train_data has {len(self.train_data)} records; expected at least one per process ({self.world_size})"
+            )
+        self.generator = torch.Generator().manual_seed(args.seed)
+        self.global_step = 0
+        self.log_history: list[dict[str, Any]] = []
+        self.metrics: dict[str, float] = {}
+        self._truncated = 0
+
+    # -- schedule -------------------------------------------------------------------------------------------------
+
+    @property
+    def records_per_global_batch(self) -> int:
+        return self.args.batch_size * self.world_size
+
+    @property
+    def micro_batches_per_epoch(self) -> int:
+        n, g = len(self.train_data), self.records_per_global_batch
+        return n // g + (1 if n % g >= self.world_size else 0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.micro_batches_per_epoch / self.args.gradient_accumulation_steps)
+
+    @property
+    def total_steps(self) -> int:
+        if self.args.max_steps is not None:
+            return self.args.max_steps
+        return max(1, math.ceil(self.args.epochs * self.steps_per_epoch))
+
+    def micro_batch_records(self, index: int, rank: int | None = None) -> list[int]:
+        """Record indices of global micro-batch ``index`` (over the concatenated epochs) held by ``rank``."""
+        rank = self.rank if rank is None else rank
+        epoch, within = divmod(index, self.micro_batches_per_epoch)
+        order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(self.args.seed + epoch))
+        g = self.records_per_global_batch
+        chunk = order[within * g : (within + 1) * g]
+        parts = torch.tensor_split(chunk, self.world_size)
+        return parts[rank].tolist()
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+
+    def _build_optimizer(self) -> None:
+        args = self.args
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+        )
+        total = self.total_steps
+        warmup = args.warmup_steps if args.warmup_steps is not None else math.ceil(args.warmup_ratio * total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_schedule(warmup, total))
+
+    def _setup(self) -> None:
+        self.model.to(self.device)
+        if self.args.gradient_checkpointing:
+            backbone = self.model.backbone
+            if not getattr(backbone, "supports_gradient_checkpointing", False):
+                raise ValueError(
+                    f"gradient_checkpointing: the backbone {type(backbone).__name__} does not support it; "
+                    "expected a transformers model with supports_gradient_checkpointing"
+                )
+            if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        encoder: nn.Module = _Encoder(self.model)
+        self._head_params = [
+            p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")
+        ]
+        if is_distributed() and self.world_size > 1:
+            import torch.distributed as dist
+
+            for p in self._head_params:
+                dist.broadcast(p.data, src=0)
+            encoder = nn.parallel.DistributedDataParallel(
+                encoder,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # e.g. a BERT pooler the embeddings never use
+            )
+        self.encoder = encoder
+        self._build_optimizer()
+
+    def _sync(self, last: bool) -> AbstractContextManager[Any]:
+        if isinstance(self.encoder, nn.parallel.DistributedDataParallel) and not last:
+            return self.encoder.no_sync()
+        return contextlib.nullcontext()
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)
+
+    # -- one step -------------------------------------------------------------------------------------------------
+
+    def _text_batch(self, micro_index: int) -> TextBatch:
+        examples = [self.train_data[i] for i in self.micro_batch_records(micro_index)]
+        wants_variants = getattr(self.loss, "uses_instruction_variants", False)
+        variants = self.args.num_instruction_variants if wants_variants else None
+        return build_text_batch(examples, num_instruction_variants=variants, generator=self.generator)
+
+    def _forward_backward(self, text: TextBatch, *, scale: float, last: bool, step: int, micro: int) -> float:
+        plan = plan_batch(self.model, text, self.loss, self.device)
+        self._truncated += plan.truncated
+        head = make_head(self.model, plan, self.loss)
+
+        def check(value: Tensor) -> None:
+            if not torch.isfinite(value.detach()).item():
+                raise NonFiniteLossError("loss", step, float(value.detach()), micro)
+
+        if self.args.cache_chunk_size is not None:
+            cached = CachedLoss(self.loss, self.args.cache_chunk_size)
+
+            def encode(name: str, chunk: Mapping[str, Tensor]) -> Tensor:
+                with self._autocast():
+                    return self.encoder({name: chunk}, {name: plan.kinds[name]})[name]
+
+            def cached_head(reps: dict[str, Tensor]) -> dict[str, Any]:
+                with self._autocast():
+                    return head(reps)
+
+            value = cached.backward(
+                encode,
+                plan.groups,
+                cached_head,
+                scale=scale,
+                check=check,
+                sync=lambda is_last: self._sync(last and is_last),
+            )
+            return float(value)
+        with self._sync(last):
+            with self._autocast():
+                reps = self.encoder(plan.groups, plan.kinds)
+                inputs = head(reps)
+            value = self.loss(**inputs)
+            check(value)
+            (value * scale).backward()
+        return float(value.detach())
+
+    def _sync_head_grads(self) -> None:
+        """Average the gradients of the parameters outside DDP (e.g. a projection) over the ranks."""
+        if not (is_distributed() and self.world_size > 1):
+            return
+        import torch.distributed as dist
+
+        for p in self._head_params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= self.world_size
+
+    def training_step(self, step: int) -> tuple[float, int]:
+        """Run optimizer step ``step`` (0-based): its micro-batches, clipping, update. Returns (loss, items)."""
+        args = self.args
+        accumulation = args.gradient_accumulation_steps
+        losses, items = [], 0
+        for micro in range(accumulation):
+            text = self._text_batch(step * accumulation + micro)
+            items += len(text)
+            losses.append(
+                self._forward_backward(
+                    text, scale=1.0 / accumulation, last=micro == accumulation - 1, step=step + 1, micro=micro
+                )
+            )
+        self._sync_head_grads()
+        if args.max_grad_norm:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            if not torch.isfinite(norm).item():
+                raise NonFiniteLossError("gradient norm", step + 1, float(norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sum(losses) / len(losses), items
+
+    # -- evaluation and checkpoints -------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        """Run the evaluator in eval mode (no dropout, paper bug B14), then restore the previous mode."""
+        if self.evaluator is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            results = dict(self.evaluator(self.model))
+        finally:
+            self.model.train(was_training)
+        self.metrics = results
+        self.log_history.append({"step": self.global_step, **{f"eval_{k}": v for k, v in results.items()}})
+        logger.info("step %d evaluation: %s", self.global_step, results)
+        return results
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step,
+            "total_steps": self.total_steps,
+            "world_size": self.world_size,
+            "args": self.args.to_dict(),
+            "loss": getattr(self.loss, "name", type(self.loss).__name__),
+            "log_history": self.log_history,
+        }
+
+    def save_checkpoint(self) -> str | None:
+        """Write ``checkpoint-<global_step>`` (rank 0; all ranks wait). Returns its path on rank 0."""
+        path = None
+        rng = ckpt.capture_rng_state(self.generator)
+        if is_distributed() and self.world_size > 1:
+            import torch.distributed as dist
+
+            rng_states: list[Any] = [None] * self.world_size
+            dist.all_gather_object(rng_states, rng)  # every rank's dropout and sampling streams differ
+        else:
+            rng_states = [rng]
+        if self.rank == 0:
+            state = {
+                "global_step": self.global_step,
+                "world_size": self.world_size,
+                "data_fingerprint": self._data_fingerprint(),
+                "args": self.args.to_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_states,
+                "log_history": self.log_history,
+            }
+            path = ckpt.save_checkpoint(
+                self.args.output_dir,
+                self.global_step,
+                self.model,
+                state,
+                self._summary(),
+                total_limit=self.args.save_total_limit,
+            )
+        self._barrier()
+        return path
+
+    def _barrier(self) -> None:
+        if is_distributed():
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _data_fingerprint(self) -> list[Any]:
+        n = len(self.train_data)
+        first = self.train_data[0]
+        return [n, first.query, first.positive[:64]]
+
+    def resume_from(self, checkpoint: str) -> None:
+        """Load weights, optimizer, scheduler, random states and the step from ``checkpoint``.
+
+        Raises:
+            ValueError: the checkpoint was written with a different data order (seed, batch size, accumulation,
+                world size) or different data, so the run could not continue exactly.
+        """
+        from inf_embed.model import InfEmbed
+
+        state = ckpt.load_trainer_state(checkpoint)
+        saved = state["args"]
+        for name in ("seed", "batch_size", "gradient_accumulation_steps"):
+            if saved[name] != getattr(self.args, name):
+                raise ValueError(
+                    f"{name}: the checkpoint {checkpoint} was trained with {name}={saved[name]!r}, got "
+                    f"{getattr(self.args, name)!r}; exact resume needs the same value"
+                )
+        if state["world_size"] != self.world_size:
+            raise ValueError(
+                f"world size: the checkpoint {checkpoint} was trained on {state['world_size']} processes, this run "
+                f"has {self.world_size}; exact resume needs the same number"
+            )
+        if state["data_fingerprint"] != self._data_fingerprint():
+            raise ValueError(f"train_data: differs from the data the checkpoint {checkpoint} was trained on")
+        loaded = InfEmbed.from_pretrained(os.path.join(checkpoint, ckpt.MODEL_FOLDER))
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng_state(state["rng"][self.rank], self.generator)
+        self.global_step = int(state["global_step"])
+        self.log_history = list(state["log_history"])
+        logger.info("resumed from %s at step %d", checkpoint, self.global_step)
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def _seed(self) -> None:
+        seed = self.args.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
+
+    def train(self) -> TrainOutput:
+        """Train for ``args.max_steps`` (or ``args.epochs``), evaluating and checkpointing as configured.
+
+        Returns:
+            A :class:`TrainOutput`; the final model is saved to ``<output_dir>/model`` (rank 0).
+
+        Raises:
+            NonFiniteLossError: the loss or gradient norm became NaN or infinite (no update is applied).
+        """
+        from tqdm.auto import tqdm
+
+        args = self.args
+        self._seed()
+        self._setup()
+        if args.resume:
+            found = ckpt.latest_checkpoint(args.output_dir)
+            if found is None:
+                logger.warning("resume: no checkpoint in %s; starting from scratch", args.output_dir)
+            else:
+                self.resume_from(found)
+        total = self.total_steps
+        self.model.train()
+        show = args.show_progress_bar
+        if show is None:
+            show = logger.getEffectiveLevel() <= logging.INFO
+        bar = tqdm(
+            total=total, initial=self.global_step, desc="Training", disable=not show or self.rank != 0, unit="step"
+        )
+        window: list[float] = []
+        all_losses: list[float] = []
+        items_done, window_items = 0, 0
+        start = window_start = time.perf_counter()
+        logger.info(
+            "training %d steps (%d per epoch), %d records, %d process(es)",
+            total,
+            self.steps_per_epoch,
+            len(self.train_data),
+            self.world_size,
+        )
+        while self.global_step < total:
+            loss_value, items = self.training_step(self.global_step)
+            self.global_step += 1
+            items *= self.world_size  # global count (ranks hold near-equal shares)
+            items_done += items
+            window_items += items
+            window.append(loss_value)
+            all_losses.append(loss_value)
+            elapsed = time.perf_counter() - start
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", ex_per_s=f"{items_done / max(elapsed, 1e-9):.1f}")
+            if self.global_step % args.logging_steps == 0 or self.global_step == total:
+                now = time.perf_counter()
+                entry = {
+                    "step": self.global_step,
+                    "epoch": round(self.global_step / self.steps_per_epoch, 4),
+                    "loss": sum(window) / len(window),
+                    "learning_rate": self.scheduler.get_last_lr()[0],
+                    "examples_per_second": window_items / max(now - window_start, 1e-9),
+                }
+                self.log_history.append(entry)
+                logger.info(
+                    "step %d: loss %.4f, lr %.3g, %.1f examples/s",
+                    entry["step"],
+                    entry["loss"],
+                    entry["learning_rate"],
+                    entry["examples_per_second"],
+                )
+                window, window_items, window_start = [], 0, now
+            if args.eval_steps and self.global_step % args.eval_steps == 0 and self.global_step != total:
+                self.evaluate()
+            if args.save_steps and self.global_step % args.save_steps == 0:
+                self.save_checkpoint()
+        bar.close()
+        train_seconds = time.perf_counter() - start
+        if self._truncated:
+            logger.warning(
+                "%d training texts were longer than their token budget and were truncated "
+                "(max_query_length / max_instruction_length / max_passage_length)",
+                self._truncated,
+            )
+        if args.gradient_checkpointing:
+            backbone = self.model.backbone
+            disable = (
+                getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
+            )
+            disable()
+        if self.evaluator is not None:
+            self.evaluate()
+        model_path = None
+        if self.rank == 0:
+            model_path = self.model.save_pretrained(os.path.join(args.output_dir, "model"))
+            with open(os.path.join(args.output_dir, "trainer_state.json"), "w", encoding="utf-8") as handle:
+                json.dump(self._summary(), handle, indent=2, default=str)
+        self._barrier()
+        self.model.eval()
+        return TrainOutput(
+            global_step=self.global_step,
+            training_loss=sum(all_losses) / len(all_losses) if all_losses else float("nan"),
+            metrics=dict(self.metrics),
+            log_history=list(self.log_history),
+            train_seconds=train_seconds,
+            examples_per_second=items_done / max(train_seconds, 1e-9),
+            model_path=model_path,
+        )

@@ -1,0 +1,70 @@
+"""`inf-embed train`: flags map to TrainingArguments, a run writes a loadable model, --resume continues."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from _training_helpers import (
+    one_thread,  # noqa: F401  (autouse fixture)
+    records,
+)
+
+from inf_embed.cli.main import main
+from inf_embed.training import TrainingArguments
+from inf_embed.training.args import add_arguments, from_namespace
+
+
+def test_every_training_argument_has_a_flag_with_its_name():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {opt for action in parser._actions for opt in action.option_strings}
+    for spec in dataclasses.fields(TrainingArguments):
+        assert "--" + spec.name.replace("_", "-") in flags, spec.name
+    flags = ["--output", "o", "--lr", "3e-5", "--max-steps", "7", "--bf16", "--max-grad-norm", "0"]
+    args = from_namespace(parser.parse_args(flags))
+    assert (args.output_dir, args.learning_rate, args.max_steps, args.bf16) == ("o", 3e-5, 7, True)
+    assert args.max_grad_norm is None  # 0 disables clipping
+    assert args.batch_size == TrainingArguments().batch_size  # flags not given keep the dataclass default
+
+
+def test_train_command_writes_a_model_and_resumes(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    with open(data, "w", encoding="utf-8") as handle:
+        for record in records(6):
+            handle.write(json.dumps(record.to_dict()) + "\n")
+    out = tmp_path / "out"
+    common = [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--model",
+        tiny_model_dir,
+        "--fusion",
+        "concat",
+        "--loss",
+        "uni:P",
+        "--batch-size",
+        "3",
+        "--max-query-length",
+        "24",
+        "--max-instruction-length",
+        "24",
+        "--max-passage-length",
+        "32",
+        "--save-steps",
+        "1",
+        "--no-show-progress-bar",
+    ]
+    assert main([*common, "--max-steps", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 1 and summary["records"] == 6
+    assert (out / "model" / "config.json").exists() or any((out / "model").iterdir())
+    assert main([*common, "--max-steps", "2", "--resume"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2]

@@ -1,0 +1,185 @@
+"""Trainer: embeddings equal to inference, determinism, exact resume, NaN stop, eval mode, data order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from _training_helpers import (
+    one_thread,  # noqa: F401  (autouse fixture)
+    records,
+    tiny,
+)
+
+from inf_embed.data import build_text_batch
+from inf_embed.losses import get_loss
+from inf_embed.training import NonFiniteLossError, Trainer, TrainingArguments
+from inf_embed.training.checkpoint import latest_checkpoint, list_checkpoints
+from inf_embed.training.trainer import _Encoder, make_head, plan_batch
+
+
+def _args(tmp_path, **kw) -> TrainingArguments:
+    base = dict(
+        output_dir=str(tmp_path),
+        batch_size=3,
+        max_steps=3,
+        num_instruction_variants=3,
+        logging_steps=1,
+        learning_rate=1e-3,
+        show_progress_bar=False,
+        save_total_limit=None,
+    )
+    return TrainingArguments(**{**base, **kw})
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a, b, exact=True):
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+@pytest.mark.parametrize("fusion", ["attention", "concat"])
+def test_training_embeddings_equal_encode_query_and_encode_document(tiny_model_dir, fusion):
+    model = tiny(tiny_model_dir, fusion).eval()
+    loss = get_loss("multi:P+I+IQ")
+    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
+    plan = plan_batch(model, text, loss)
+    with torch.no_grad():
+        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+    queries = model.encode_query(text.queries, instruction=text.instructions, convert_to_tensor=True)
+    passages = model.encode_document(text.positives, convert_to_tensor=True)
+    torch.testing.assert_close(inputs["query_embeddings"], queries, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(inputs["passage_embeddings"], passages, rtol=1e-4, atol=1e-5)
+    # variant m of row i is the query of row i under instruction variants.texts[i][m]
+    row = 1
+    variant = model.encode_query([text.queries[row]] * 3, instruction=text.variants.texts[row], convert_to_tensor=True)
+    torch.testing.assert_close(inputs["instruction_variant_embeddings"][row], variant, rtol=1e-4, atol=1e-5)
+    negatives = model.encode_query(
+        [q for _, q in text.negative_queries], instruction=[i for i, _ in text.negative_queries], convert_to_tensor=True
+    )
+    torch.testing.assert_close(inputs["query_negative_embeddings"], negatives, rtol=1e-4, atol=1e-5)
+
+
+def test_fixed_seed_gives_identical_weights_and_changes_them(tiny_model_dir, tmp_path):
+    data = records(8)
+    runs = []
+    for k in range(2):
+        model = tiny(tiny_model_dir, "concat")
+        before = _weights(model)
+        out = Trainer(model, _args(tmp_path / f"run{k}", max_steps=2), data).train()
+        runs.append((_weights(model), out.training_loss))
+    _assert_same(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    assert not torch.equal(
+        before["backbone.embeddings.word_embeddings.weight"], runs[0][0]["backbone.embeddings.word_embeddings.weight"]
+    )
+
+
+def test_resume_from_checkpoint_continues_exactly(tiny_model_dir, tmp_path):
+    data = records(8)  # 3 micro-batches per epoch with batch 3: the run crosses an epoch boundary
+    straight = tiny(tiny_model_dir, "concat")
+    Trainer(straight, _args(tmp_path, max_steps=4, save_steps=2), data).train()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2, 4]
+    shutil.rmtree(tmp_path / "checkpoint-4")  # as if the job had died during step 3
+
+    resumed = tiny(tiny_model_dir, "concat")
+    with torch.no_grad():  # different starting weights: everything must come from the checkpoint
+        for p in resumed.parameters():
+            p.add_(0.5)
+    out = Trainer(resumed, _args(tmp_path, max_steps=4, save_steps=2, resume=True), data).train()
+    assert out.global_step == 4
+    _assert_same(_weights(straight), _weights(resumed), exact=False)
+
+
+def test_resume_rejects_a_different_batch_size(tiny_model_dir, tmp_path):
+    data = records(6)
+    Trainer(tiny(tiny_model_dir), _args(tmp_path, max_steps=1, save_steps=1), data).train()
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(tiny(tiny_model_dir), _args(tmp_path, max_steps=2, batch_size=2, resume=True), data).train()
+
+
+def test_nan_loss_stops_training_naming_the_step(tiny_model_dir, tmp_path):
+    loss = get_loss("multi:P+I")
+    calls = {"n": 0}
+    original = loss.forward
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        value = original(*args, **kwargs)
+        return value * float("nan") if calls["n"] == 2 else value
+
+    loss.forward = poisoned
+    model = tiny(tiny_model_dir)
+    trainer = Trainer(model, _args(tmp_path, max_steps=3), records(9), loss=loss)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 2") as info:
+        trainer.train()
+    assert info.value.step == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_evaluator_runs_in_eval_mode_every_eval_steps(tiny_model_dir, tmp_path):
+    seen = []
+
+    def evaluator(model):
+        seen.append(model.training)
+        return {"score": float(len(seen))}
+
+    out = Trainer(
+        tiny(tiny_model_dir, "concat"), _args(tmp_path, max_steps=3, eval_steps=2), records(6), evaluator=evaluator
+    ).train()
+    assert seen == [False, False]  # step 2 and the end
+    assert out.metrics["score"] == 2.0
+    assert [e["step"] for e in out.log_history if "eval_score" in e] == [2, 3]
+
+
+def test_micro_batches_keep_records_whole_and_cover_each_epoch_once(tiny_model_dir, tmp_path):
+    trainer = Trainer(tiny(tiny_model_dir), _args(tmp_path, batch_size=4), records(10))
+    assert trainer.micro_batches_per_epoch == 3  # 4 + 4 + 2 records
+    epoch = [trainer.micro_batch_records(b) for b in range(3)]
+    assert sorted(i for batch in epoch for i in batch) == list(range(10))
+    assert trainer.micro_batch_records(3) != epoch[0] or trainer.micro_batch_records(4) != epoch[1]  # reshuffled
+    text = build_text_batch([trainer.train_data[i] for i in epoch[0]])
+    assert len(text) == 8 and text.record_index == [0, 0, 1, 1, 2, 2, 3, 3]  # both items of every record
+
+
+def test_accumulation_bf16_checkpointing_and_cache_train_and_save_a_loadable_model(tiny_model_dir, tmp_path):
+    from inf_embed import InfEmbed
+
+    args = _args(
+        tmp_path,
+        max_steps=2,
+        gradient_accumulation_steps=2,
+        bf16=True,
+        gradient_checkpointing=True,
+        cache_chunk_size=4,
+        save_steps=1,
+        save_total_limit=1,
+    )
+    out = Trainer(tiny(tiny_model_dir, "concat"), args, records(8), loss="uni:P+I+IQ").train()
+    assert out.global_step == 2 and out.training_loss == out.training_loss
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
+    assert latest_checkpoint(tmp_path).endswith("checkpoint-2")
+    reloaded = InfEmbed.from_pretrained(out.model_path)
+    assert reloaded.config.fusion == "concat"
+
+
+def test_partial_checkpoint_folders_are_ignored(tmp_path):
+    os.makedirs(tmp_path / ".checkpoint-5.tmp-abc")
+    os.makedirs(tmp_path / "checkpoint-7")  # no trainer_state.pt: incomplete
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_training_arguments_name_the_bad_field(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainingArguments(output_dir=str(tmp_path), batch_size=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainingArguments(output_dir=str(tmp_path), learning_rate=float("nan"))
