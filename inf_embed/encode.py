@@ -9,6 +9,8 @@ length with their instructions attached, encodes an instruction shared by a whol
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -267,19 +269,20 @@ def run_inference(
 
     model.eval()
     device = model.device
-    order = np.argsort([-len(text) for text in texts], kind="stable")
     truncated = 0
     outputs: list[Any] = []
+    positions: list[int] = []
     with torch.inference_mode():
         shared_states = None
         if use_instruction_tokens and shared_instruction is not None:
             # One instruction for the whole call: run it through the backbone once, not once per batch.
             shared_states, cut = _encode_instructions(model, [shared_instruction], device)
             truncated += cut
-        for start in tqdm(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar):
-            batch_index = order[start : start + batch_size]
-            features, cut = tokenize(model.tokenizer, [texts[i] for i in batch_index], max_length)
+        batches = _length_sorted_batches(model.tokenizer, texts, batch_size, max_length)
+        total = math.ceil(len(texts) / batch_size)
+        for batch_index, features, cut in tqdm(batches, total=total, desc="Batches", disable=not show_progress_bar):
             truncated += cut
+            positions.extend(batch_index.tolist())
             features = {key: value.to(device) for key, value in features.items()}
             if use_instruction_tokens:
                 batch_instructions = [instructions[i] for i in batch_index]
@@ -308,11 +311,74 @@ def run_inference(
             max_length,
         )
     restored = [None] * len(texts)
-    for position, original in enumerate(order):
-        restored[original] = outputs[position]
+    for original, output in zip(positions, outputs):
+        restored[original] = output
     if output_value == "sentence_embedding":
         return torch.stack(restored)
     return restored
+
+
+# Texts are tokenised a window of this many batches at a time, so memory stays bounded for any corpus size.
+_SORT_WINDOW_BATCHES = 16
+
+
+def _length_sorted_batches(
+    tokenizer: Any, texts: list[str], batch_size: int, max_length: int
+) -> Iterator[tuple[np.ndarray, dict[str, Tensor], int]]:
+    """Yield (input positions, padded features, number cut) per batch, longest texts first.
+
+    Texts are ordered by character length (as sentence-transformers does), then, a window of
+    ``_SORT_WINDOW_BATCHES`` batches at a time, tokenised once and re-ordered by their token count, so each batch
+    holds texts of nearly equal token length and little compute is spent on padding.
+    """
+    order = np.argsort([-len(text) for text in texts], kind="stable")
+    window = batch_size * _SORT_WINDOW_BATCHES
+    for start in range(0, len(texts), window):
+        window_index = order[start : start + window]
+        window_texts = [texts[i] for i in window_index]
+        encoded = tokenizer(window_texts, truncation=True, max_length=max_length)
+        cut_flags = _cut_flags(tokenizer, encoded, window_texts, max_length)
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+        local_order = np.argsort(-lengths, kind="stable")
+        for batch_start in range(0, len(local_order), batch_size):
+            rows = local_order[batch_start : batch_start + batch_size]
+            features = _pad(tokenizer, {key: [encoded[key][r] for r in rows] for key in encoded.keys()})
+            yield window_index[rows], features, int(sum(cut_flags[r] for r in rows))
+
+
+def _cut_flags(tokenizer: Any, encoded: Any, texts: list[str], max_length: int) -> list[bool]:
+    """Which texts truncation shortened: free with fast tokenizers (``overflowing``), else re-tokenise the texts
+    that fill the budget."""
+    encodings = getattr(encoded, "encodings", None)
+    if encodings:
+        return [bool(encoding.overflowing) for encoding in encodings]
+    flags = [False] * len(texts)
+    full = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) >= max_length]
+    if full:
+        lengths = [
+            len(ids) for ids in tokenizer([texts[i] for i in full], truncation=False, verbose=False)["input_ids"]
+        ]
+        for i, length in zip(full, lengths):
+            flags[i] = length > max_length
+    return flags
+
+
+def _pad(tokenizer: Any, columns: dict[str, list[list[int]]]) -> dict[str, Tensor]:
+    """Pad token-id lists to the longest row on the tokenizer's padding side: (B, L) int64 tensors."""
+    width = max(len(ids) for ids in columns["input_ids"])
+    pad_values = {"input_ids": tokenizer.pad_token_id, "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    left = tokenizer.padding_side == "left"
+    features = {}
+    for key, rows in columns.items():
+        tensor = torch.full((len(rows), width), pad_values.get(key, 0), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                if left:
+                    tensor[i, width - len(row) :] = torch.tensor(row)
+                else:
+                    tensor[i, : len(row)] = torch.tensor(row)
+        features[key] = tensor
+    return features
 
 
 def _split_outputs(features: dict[str, Tensor], output_value: str | None, count: int, to_cpu: bool) -> list[Any]:

@@ -177,3 +177,9 @@ def test_truncation_is_counted_with_a_slow_tokenizer_too(tiny_model, tiny_model_
         tiny_model.encode(["word " * 30, "a b c d e f", "short"])
     messages = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(messages) == 1 and messages[0].startswith("1 of 3 inputs")
+
+
+def test_inputs_spanning_several_sort_windows_keep_their_order(tiny_model):
+    texts = [("word " * (i % 7)) + f"text {i}" for i in range(40)]  # batch_size=2: 32 texts per window
+    one_by_one = np.stack([tiny_model.encode(t) for t in texts])
+    np.testing.assert_allclose(tiny_model.encode(texts, batch_size=2), one_by_one, atol=1e-5)
