@@ -17,12 +17,12 @@ CONFIG_FILE_NAME = "inf_embed_config.json"
 FORMAT_VERSION = 1
 
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last")
-FUSION_NAMES: tuple[str, ...] = ("attention", "concat", "none")
+FUSION_NAMES: tuple[str, ...] = ("attention", "concat", "none", "residual")
 PADDING_SIDES: tuple[str, ...] = ("right", "left")
 SIMILARITY_FN_NAMES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
 
 PoolingMode = Literal["mean", "cls", "last"]
-FusionName = Literal["attention", "concat", "none"]
+FusionName = Literal["attention", "concat", "none", "residual"]
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from inf_embed.config import FUSION_NAMES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "how each instruction moves the document it asks for.",
     )
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded default model)")
-    parser.add_argument("--fusion", default=None, choices=["attention", "concat", "none"], help="override the fusion")
+    parser.add_argument("--fusion", default=None, choices=list(FUSION_NAMES), help="override the fusion")
     parser.add_argument("--top-k", type=int, default=3, help="documents shown per ranking (default 3)")
     parser.set_defaults(func=run)
 

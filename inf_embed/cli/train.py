@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any
 
+from inf_embed.config import FUSION_NAMES
 from inf_embed.training.args import add_arguments, from_namespace
 
 
@@ -33,7 +34,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--fusion",
         default=None,
-        choices=("attention", "concat", "none"),
+        choices=FUSION_NAMES,
         help="instruction fusion (default: the model's; attention for the default model)",
     )
     parser.add_argument(

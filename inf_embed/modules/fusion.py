@@ -5,7 +5,9 @@ A fusion acts at two points of the query path:
 1. ``compose_text(query, instruction)`` runs before tokenisation. ``concat`` joins the texts here; the others
    return the query unchanged.
 2. ``forward(...)`` runs after the backbone. ``attention`` mixes the separately encoded instruction and query
-   token states through :func:`inf_embed.ops.iq_attention_pool`; the others return the pooled query.
+   token states through :func:`inf_embed.ops.iq_attention_pool`; ``residual`` adds a learned projection of the
+   instruction content the query tokens attend to (same op) to the pooled query; the others return the pooled
+   query.
 
 Only fusions with ``encodes_instruction = True`` get instruction token states, so the engine encodes
 instructions only when they are used.
@@ -164,3 +166,51 @@ class AttentionFusion(Fusion):
         fused = iq_attention_pool(x_states, x_mask, query_tokens, query_mask, self.scale, y_index=query_index)
         has_instruction = x_mask.any(dim=1, keepdim=True)  # (P, 1)
         return torch.where(has_instruction, fused.to(pooled.dtype), pooled)
+
+
+@register_fusion("residual")
+class ResidualFusion(Fusion):
+    """Pooled query plus a learned projection of instruction content pulled in by the query tokens.
+
+    ``e = pooled_query + W · iq_attention_pool(x=query tokens, y=instruction tokens)``: each query token attends
+    over the instruction tokens, the attended rows are mean-pooled over the query tokens, and ``W`` (a bias-free
+    ``d × d`` linear map, initialised to zero) decides how much of that instruction content enters the embedding.
+    Unlike ``attention`` the instruction can add content outside the query's token states, while the residual
+    path keeps the query itself. With ``W = 0`` (untrained) the model equals its backbone.
+
+    A query without instruction (``None``, empty or whitespace, or an index of -1) gets the plain pooled query.
+    """
+
+    encodes_instruction: ClassVar[bool] = True
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        self.scale = config.attention_scale if config.attention_scale is not None else hidden_size**-0.5
+        self.proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(
+        self,
+        query_tokens: Tensor,
+        query_mask: Tensor,
+        pooled_query: Tensor,
+        instruction_tokens: Tensor | None = None,
+        instruction_mask: Tensor | None = None,
+        instruction_index: Tensor | None = None,
+        query_index: Tensor | None = None,
+    ) -> Tensor:
+        pooled = pooled_query if query_index is None else pooled_query[query_index]  # (P, d)
+        if instruction_tokens is None or instruction_mask is None:
+            return pooled
+        from inf_embed.ops import iq_attention_pool
+
+        if instruction_index is None:
+            instruction_index = torch.arange(pooled.shape[0], device=pooled.device)
+        has_row = instruction_index >= 0  # (P,)
+        rows = instruction_index.clamp(min=0)
+        x_states = query_tokens if query_index is None else query_tokens[query_index]  # (P, Lq, d)
+        x_mask = query_mask if query_index is None else query_mask[query_index]  # (P, Lq)
+        attended = iq_attention_pool(x_states, x_mask, instruction_tokens, instruction_mask, self.scale, y_index=rows)
+        has_instruction = has_row.unsqueeze(1) & instruction_mask[rows].bool().any(dim=1, keepdim=True)  # (P, 1)
+        fused = pooled + self.proj(attended.to(self.proj.weight.dtype)).to(pooled.dtype)
+        return torch.where(has_instruction, fused, pooled)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -56,4 +58,85 @@ def test_none_fusion_ignores_the_instruction(tiny_model_dir):
     model = InfEmbed.from_pretrained(tiny_model_dir, fusion="none")
     np.testing.assert_allclose(
         model.encode_query(["find x"], instruction="be brief"), model.encode_query(["find x"]), atol=1e-6
+    )
+
+
+def _residual(tiny_model_dir, seed: int | None = None) -> InfEmbed:
+    model = InfEmbed.from_pretrained(tiny_model_dir, fusion="residual", normalize=True)
+    if seed is not None:
+        with torch.no_grad():
+            weight = model.fusion.proj.weight
+            weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed)))
+    return model
+
+
+def test_residual_fusion_is_registered_with_a_zero_initialised_projection(tiny_model_dir):
+    assert "residual" in list_fusions()
+    model = _residual(tiny_model_dir)
+    assert model.fusion.encodes_instruction
+    assert model.fusion.proj.bias is None
+    assert torch.count_nonzero(model.fusion.proj.weight) == 0
+
+
+def test_untrained_residual_fusion_equals_the_pooled_query(tiny_model_dir):
+    model = _residual(tiny_model_dir)
+    queries = ["what is a neutrophil", "zip code of harahan"]
+    got = model.encode_query(queries, instruction=["I want a definition", "numbers only please"])
+    np.testing.assert_allclose(got, model.encode_document(queries), atol=1e-6)
+
+
+@pytest.mark.parametrize("empty", [None, "", "   "])
+def test_residual_fusion_without_instruction_gives_the_pooled_query(tiny_model_dir, empty):
+    model = _residual(tiny_model_dir, seed=0)
+    queries = ["what is a neutrophil", "zip code of harahan"]
+    got = model.encode_query(queries, instruction=empty)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, model.encode_document(queries), atol=1e-6)
+
+
+def test_residual_fusion_mixed_batch_keeps_uninstructed_rows_plain(tiny_model_dir):
+    model = _residual(tiny_model_dir, seed=0)
+    queries = ["what is a neutrophil", "zip code of harahan"]
+    got = model.encode_query(queries, instruction=["I want a definition", None])
+    plain = model.encode_document(queries)
+    np.testing.assert_allclose(got[1], plain[1], atol=1e-6)
+    assert not np.allclose(got[0], plain[0], atol=1e-4)
+
+
+def test_residual_fusion_matches_its_formula_and_depends_on_the_instruction(tiny_model_dir):
+    """pooled query + W · (mean over query tokens of softmax over instruction tokens of H_Q H_I^T / sqrt(d) · H_I)."""
+    model = _residual(tiny_model_dir, seed=1)
+    query, instruction = "what is a neutrophil", "definition please"
+    tok = model.tokenizer
+    with torch.no_grad():
+        q = tok([query], return_tensors="pt")
+        i = tok([instruction], return_tensors="pt")
+        hq = model.backbone(**q).last_hidden_state[0]
+        hi = model.backbone(**i).last_hidden_state[0]
+        attention = torch.softmax(hq @ hi.T / hq.shape[-1] ** 0.5, dim=-1)
+        pooled = model.pool(hq.unsqueeze(0), q["attention_mask"])[0]
+        fused = pooled + model.fusion.proj.weight @ (attention @ hi).mean(0)
+        expected = torch.nn.functional.normalize(fused, dim=0)
+    got = model.encode_query(query, instruction=instruction, convert_to_tensor=True)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    other = model.encode_query(query, instruction="the normal count range in adults", convert_to_tensor=True)
+    assert not torch.allclose(got, other, atol=1e-4)
+
+
+def test_residual_fusion_save_load_round_trip_keeps_the_projection(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from inf_embed.hub import MODULES_WEIGHTS_FILE
+
+    model = _residual(tiny_model_dir, seed=2)
+    folder = model.save_pretrained(tmp_path / "residual")
+    stored = load_file(os.path.join(folder, MODULES_WEIGHTS_FILE))
+    torch.testing.assert_close(stored["fusion.proj.weight"], model.fusion.proj.weight, rtol=0, atol=0)
+    reloaded = InfEmbed.from_pretrained(folder)
+    assert reloaded.config.fusion == "residual"
+    assert torch.equal(reloaded.fusion.proj.weight, model.fusion.proj.weight)
+    args = (["what is a neutrophil"],)
+    np.testing.assert_array_equal(
+        reloaded.encode_query(*args, instruction="definition please"),
+        model.encode_query(*args, instruction="definition please"),
     )

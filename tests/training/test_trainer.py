@@ -47,9 +47,13 @@ def _assert_same(a, b, exact=True):
             torch.testing.assert_close(a[k], b[k], msg=k)
 
 
-@pytest.mark.parametrize("fusion", ["attention", "concat"])
+@pytest.mark.parametrize("fusion", ["attention", "concat", "residual"])
 def test_training_embeddings_equal_encode_query_and_encode_document(tiny_model_dir, fusion):
     model = tiny(tiny_model_dir, fusion).eval()
+    if fusion == "residual":  # a trained-looking projection, so the instruction path is not the zero map
+        with torch.no_grad():
+            weight = model.fusion.proj.weight
+            weight.copy_(0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
     loss = get_loss("multi:P+I+IQ")
     text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
     plan = plan_batch(model, text, loss)
@@ -183,3 +187,16 @@ def test_training_arguments_name_the_bad_field(tmp_path):
         TrainingArguments(output_dir=str(tmp_path), batch_size=0)
     with pytest.raises(ValueError, match="learning_rate"):
         TrainingArguments(output_dir=str(tmp_path), learning_rate=float("nan"))
+
+
+def test_residual_fusion_projection_learns_from_zero_and_is_saved(tiny_model_dir, tmp_path):
+    from inf_embed import InfEmbed
+
+    model = tiny(tiny_model_dir, "residual")
+    assert torch.count_nonzero(model.fusion.proj.weight) == 0
+    out = Trainer(model, _args(tmp_path, max_steps=2), records(6), loss="multi:P+I").train()
+    trained = model.fusion.proj.weight.detach().cpu()
+    assert torch.count_nonzero(trained) > 0
+    reloaded = InfEmbed.from_pretrained(out.model_path)
+    assert reloaded.config.fusion == "residual"
+    torch.testing.assert_close(reloaded.fusion.proj.weight, trained, rtol=0, atol=0)
