@@ -56,6 +56,22 @@ def has_instruction_text(instruction: str | None) -> bool:
     return instruction is not None and bool(instruction.strip())
 
 
+def _attention_scale(config: InfEmbedConfig, hidden_size: int) -> float:
+    """Softmax scale of the instruction-query attention: the configured one, else 1/sqrt(hidden size)."""
+    return config.attention_scale if config.attention_scale is not None else hidden_size**-0.5
+
+
+def _pair_rows(
+    pooled_query: Tensor, instruction_index: Tensor | None, query_index: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per (query, instruction) pair: the pooled query (P, d), the instruction row (P,) clamped to >= 0, and
+    whether the pair has an instruction row at all (P,) bool (index -1 means none)."""
+    pooled = pooled_query if query_index is None else pooled_query[query_index]
+    if instruction_index is None:
+        instruction_index = torch.arange(pooled.shape[0], device=pooled.device)
+    return pooled, instruction_index.clamp(min=0), instruction_index >= 0
+
+
 class Fusion(nn.Module):
     """Base class: no instruction effect. Subclasses override ``compose_text`` and/or ``forward``."""
 
@@ -140,7 +156,7 @@ class AttentionFusion(Fusion):
 
     def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
         super().__init__(config, hidden_size)
-        self.scale = config.attention_scale if config.attention_scale is not None else hidden_size**-0.5
+        self.scale = _attention_scale(config, hidden_size)
 
     def forward(
         self,
@@ -152,15 +168,11 @@ class AttentionFusion(Fusion):
         instruction_index: Tensor | None = None,
         query_index: Tensor | None = None,
     ) -> Tensor:
-        pooled = pooled_query if query_index is None else pooled_query[query_index]  # (P, d)
+        pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
         if instruction_tokens is None or instruction_mask is None:
             return pooled
         from inf_embed.ops import iq_attention_pool
 
-        if instruction_index is None:
-            instruction_index = torch.arange(pooled.shape[0], device=pooled.device)
-        has_row = instruction_index >= 0  # (P,)
-        rows = instruction_index.clamp(min=0)
         x_states = instruction_tokens[rows]  # (P, Li, d)
         x_mask = instruction_mask[rows].bool() & has_row.unsqueeze(1)  # (P, Li)
         fused = iq_attention_pool(x_states, x_mask, query_tokens, query_mask, self.scale, y_index=query_index)
@@ -185,7 +197,7 @@ class ResidualFusion(Fusion):
 
     def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
         super().__init__(config, hidden_size)
-        self.scale = config.attention_scale if config.attention_scale is not None else hidden_size**-0.5
+        self.scale = _attention_scale(config, hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size, bias=False)
         nn.init.zeros_(self.proj.weight)
 
@@ -199,15 +211,11 @@ class ResidualFusion(Fusion):
         instruction_index: Tensor | None = None,
         query_index: Tensor | None = None,
     ) -> Tensor:
-        pooled = pooled_query if query_index is None else pooled_query[query_index]  # (P, d)
+        pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
         if instruction_tokens is None or instruction_mask is None:
             return pooled
         from inf_embed.ops import iq_attention_pool
 
-        if instruction_index is None:
-            instruction_index = torch.arange(pooled.shape[0], device=pooled.device)
-        has_row = instruction_index >= 0  # (P,)
-        rows = instruction_index.clamp(min=0)
         x_states = query_tokens if query_index is None else query_tokens[query_index]  # (P, Lq, d)
         x_mask = query_mask if query_index is None else query_mask[query_index]  # (P, Lq)
         attended = iq_attention_pool(x_states, x_mask, instruction_tokens, instruction_mask, self.scale, y_index=rows)
