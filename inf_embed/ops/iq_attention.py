@@ -164,7 +164,11 @@ def _check_scale(scale: float | None, dim: int) -> float:
 def _apply_autocast(x_states: Tensor, y_states: Tensor) -> tuple[Tensor, Tensor]:
     """Cast like an autocast lower-precision op (``torch.bmm``), since the op bodies run with autocast disabled."""
     device_type = x_states.device.type
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+    # CPU and CUDA always have autocast; asking only for other devices keeps the check out of compiled graphs
+    # (torch <= 2.11's dynamo cannot trace torch._C._is_autocast_available).
+    if device_type not in ("cpu", "cuda") and not torch.amp.is_autocast_available(device_type):
+        return x_states, y_states
+    if not torch.is_autocast_enabled(device_type):
         return x_states, y_states
     dtype = torch.get_autocast_dtype(device_type)
     if x_states.dtype in _AUTOCAST_ELIGIBLE:
