@@ -17,12 +17,12 @@ CONFIG_FILE_NAME = "inf_embed_config.json"
 FORMAT_VERSION = 1
 
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last")
-FUSION_NAMES: tuple[str, ...] = ("attention", "concat", "none", "residual")
+FUSION_NAMES: tuple[str, ...] = ("attention", "concat", "conditioned", "none", "residual")
 PADDING_SIDES: tuple[str, ...] = ("right", "left")
 SIMILARITY_FN_NAMES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
 
 PoolingMode = Literal["mean", "cls", "last"]
-FusionName = Literal["attention", "concat", "none", "residual"]
+FusionName = Literal["attention", "concat", "conditioned", "none", "residual"]
 
 
 @dataclass
@@ -36,19 +36,26 @@ class InfEmbedConfig:
             ``"mean"`` (masked mean), ``"cls"`` (first token) or ``"last"`` (last real token; decoders).
         fusion: How an instruction conditions the query. ``"attention"``: the paper's parameter-free
             instruction-query attention over separately encoded instruction and query tokens; ``"concat"``:
-            instruction and query joined into one text through ``concat_template``; ``"none"``: the instruction
+            instruction and query joined into one text through ``concat_template``; ``"conditioned"``: query and
+            instruction encoded together as a tokenizer text pair and the query segment pooled (instruction
+            tokens weighted by ``instruction_weight``; ``pooling`` ``"mean"`` or ``"cls"``); ``"residual"``: the
+            pooled query plus a learned projection of attended instruction content; ``"none"``: the instruction
             is ignored.
         concat_template: Template for ``fusion="concat"``; must contain ``{query}`` and ``{instruction}``. The
             default puts the query first, as the paper's training code does.
         max_query_length: Token budget of a query (special tokens included).
         max_instruction_length: Token budget of an instruction encoded on its own (``fusion="attention"``).
-            With ``fusion="concat"`` the joined text gets ``max_query_length + max_instruction_length``.
+            With ``fusion="concat"`` the joined text, with ``fusion="conditioned"`` the (query, instruction) pair,
+            gets ``max_query_length + max_instruction_length``.
         max_passage_length: Token budget of a passage.
         normalize: L2-normalise every output embedding (after the optional projection).
         padding_side: Tokenizer padding side; ``"left"`` for decoder backbones with ``pooling="last"``.
         projection_dim: Output size of an optional linear projection shared by queries and passages; ``None``
             for no projection.
         attention_scale: Softmax scale of the instruction-query attention; ``None`` means ``1/sqrt(hidden)``.
+        instruction_weight: For ``fusion="conditioned"`` with mean pooling, the weight in [0, 1] of the
+            instruction segment's tokens relative to the query's (0: pool the query segment only; 1: mean over the
+            whole pair).
         similarity_fn_name: Score used by ``similarity``: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
         prompts: Named text prefixes, as in sentence-transformers (``encode_query`` uses ``prompts["query"]``,
             ``encode_document`` uses ``prompts["document"]``).
@@ -66,6 +73,7 @@ class InfEmbedConfig:
     padding_side: Literal["right", "left"] = "right"
     projection_dim: int | None = None
     attention_scale: float | None = None
+    instruction_weight: float = 0.0
     similarity_fn_name: Literal["cosine", "dot", "euclidean", "manhattan"] = "cosine"
     prompts: dict[str, str] = field(default_factory=lambda: {"query": "", "document": ""})
     format_version: int = FORMAT_VERSION
@@ -95,6 +103,12 @@ class InfEmbedConfig:
             not isinstance(self.attention_scale, (int, float)) or not self.attention_scale > 0
         ):
             raise ValueError(f"attention_scale must be a positive number or None, got {self.attention_scale!r}")
+        if (
+            isinstance(self.instruction_weight, bool)
+            or not isinstance(self.instruction_weight, (int, float))
+            or not 0.0 <= self.instruction_weight <= 1.0
+        ):
+            raise ValueError(f"instruction_weight must be a number in [0, 1], got {self.instruction_weight!r}")
         if not isinstance(self.concat_template, str) or any(
             part not in self.concat_template for part in ("{query}", "{instruction}")
         ):

@@ -145,6 +145,67 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[dict[st
     return dict(features), cut
 
 
+def _pair_columns(
+    tokenizer: Any, pairs: list[tuple[str, str | None]], max_query_length: int, max_pair_length: int
+) -> tuple[dict[str, list[list[int]]], list[bool]]:
+    """Unpadded token columns of (query, instruction-or-None) rows, plus which rows truncation cut.
+
+    Rows with an instruction are tokenised as a text pair (``truncation="longest_first"`` to
+    ``max_pair_length``), rows without one as the query alone (to ``max_query_length``, as ``encode_query``
+    would). Besides the tokenizer's columns, ``instruction_segment`` marks with 1 the instruction's tokens and
+    every special token after them (the query segment keeps the leading special tokens, the query and the
+    separator that follows it).
+    """
+    with_instruction = [row for row, (_, instruction) in enumerate(pairs) if instruction is not None]
+    without = [row for row, (_, instruction) in enumerate(pairs) if instruction is None]
+    columns: dict[str, list[Any]] = {}
+    flags: list[bool] = [False] * len(pairs)
+    for rows, is_pair in ((with_instruction, True), (without, False)):
+        if not rows:
+            continue
+        queries = [pairs[row][0] for row in rows]
+        if is_pair:
+            instructions = [pairs[row][1] for row in rows]
+            encoded = tokenizer(queries, instructions, truncation="longest_first", max_length=max_pair_length)
+            encodings = getattr(encoded, "encodings", None)
+            if not encodings:
+                raise ValueError(
+                    "fusion 'conditioned' needs a fast (Rust) tokenizer to find the instruction segment of a "
+                    f"text pair; {type(tokenizer).__name__} is not one"
+                )
+            segments = []
+            for encoding in encodings:
+                ids = encoding.sequence_ids
+                first = next((t for t, sequence in enumerate(ids) if sequence == 1), len(ids))
+                segments.append([0] * first + [1] * (len(ids) - first))
+            cut = [bool(encoding.overflowing) for encoding in encodings]
+        else:
+            encoded = tokenizer(queries, truncation=True, max_length=max_query_length)
+            segments = [[0] * len(ids) for ids in encoded["input_ids"]]
+            cut = _cut_flags(tokenizer, encoded, queries, max_query_length)
+        for key in [*encoded.keys(), "instruction_segment"]:
+            values = segments if key == "instruction_segment" else encoded[key]
+            column = columns.setdefault(key, [None] * len(pairs))
+            for row, value in zip(rows, values):
+                column[row] = value
+        for row, flag in zip(rows, cut):
+            flags[row] = flag
+    missing = [key for key, column in columns.items() if any(value is None for value in column)]
+    if missing:
+        raise ValueError(f"the tokenizer returned {missing} for only some rows of a (query, instruction) batch")
+    return columns, flags
+
+
+def tokenize_pairs(
+    tokenizer: Any, pairs: list[tuple[str, str | None]], max_query_length: int, max_pair_length: int
+) -> tuple[dict[str, Tensor], int]:
+    """Tokenise (query, instruction-or-None) rows for ``fusion="conditioned"``: padded (B, L) int64 features
+    (``input_ids``, ``attention_mask``, the tokenizer's other columns and ``instruction_segment``) and the number
+    of rows that truncation cut. See :func:`_pair_columns` for the budgets."""
+    columns, flags = _pair_columns(tokenizer, pairs, max_query_length, max_pair_length)
+    return _pad(tokenizer, columns), sum(flags)
+
+
 def _empty_result(model: InfEmbed, output: _Output, precision: str, truncate_dim: int | None) -> Any:
     dim = model.get_sentence_embedding_dimension()
     if truncate_dim:
@@ -260,7 +321,8 @@ def run_inference(
     fusion = model.fusion
     max_length = config.max_query_length if is_query else config.max_passage_length
     use_instruction_tokens = instructions is not None and fusion.encodes_instruction
-    if instructions is not None and not fusion.encodes_instruction:
+    use_pairs = instructions is not None and fusion.pairs_text
+    if instructions is not None and not fusion.encodes_instruction and not use_pairs:
         texts = [fusion.compose_text(text, instr) for text, instr in zip(texts, instructions)]
         if config.fusion == "concat":
             max_length = config.max_query_length + config.max_instruction_length
@@ -278,7 +340,15 @@ def run_inference(
             # One instruction for the whole call: run it through the backbone once, not once per batch.
             shared_states, cut = _encode_instructions(model, [shared_instruction], device)
             truncated += cut
-        batches = _length_sorted_batches(model.tokenizer, texts, batch_size, max_length)
+        if use_pairs:
+            assert instructions is not None
+            pair_length = config.max_query_length + config.max_instruction_length
+            batches = _length_sorted_pair_batches(
+                model.tokenizer, list(zip(texts, instructions)), batch_size, max_length, pair_length
+            )
+            max_length = pair_length
+        else:
+            batches = _length_sorted_batches(model.tokenizer, texts, batch_size, max_length)
         total = math.ceil(len(texts) / batch_size)
         for batch_index, features, cut in tqdm(batches, total=total, desc="Batches", disable=not show_progress_bar):
             truncated += cut
@@ -338,12 +408,38 @@ def _length_sorted_batches(
         window_texts = [texts[i] for i in window_index]
         encoded = tokenizer(window_texts, truncation=True, max_length=max_length)
         cut_flags = _cut_flags(tokenizer, encoded, window_texts, max_length)
-        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-        local_order = np.argsort(-lengths, kind="stable")
-        for batch_start in range(0, len(local_order), batch_size):
-            rows = local_order[batch_start : batch_start + batch_size]
-            features = _pad(tokenizer, {key: [encoded[key][r] for r in rows] for key in encoded.keys()})
-            yield window_index[rows], features, int(sum(cut_flags[r] for r in rows))
+        yield from _window_batches(tokenizer, window_index, encoded, cut_flags, batch_size)
+
+
+def _length_sorted_pair_batches(
+    tokenizer: Any,
+    pairs: list[tuple[str, str | None]],
+    batch_size: int,
+    max_query_length: int,
+    max_pair_length: int,
+) -> Iterator[tuple[np.ndarray, dict[str, Tensor], int]]:
+    """:func:`_length_sorted_batches` for (query, instruction-or-None) rows tokenised by :func:`_pair_columns`
+    (features include ``instruction_segment``); rows are ordered by the character length of query and
+    instruction together."""
+    order = np.argsort([-(len(query) + len(instruction or "")) for query, instruction in pairs], kind="stable")
+    window = batch_size * _SORT_WINDOW_BATCHES
+    for start in range(0, len(pairs), window):
+        window_index = order[start : start + window]
+        window_pairs = [pairs[i] for i in window_index]
+        columns, cut_flags = _pair_columns(tokenizer, window_pairs, max_query_length, max_pair_length)
+        yield from _window_batches(tokenizer, window_index, columns, cut_flags, batch_size)
+
+
+def _window_batches(
+    tokenizer: Any, window_index: np.ndarray, columns: Any, cut_flags: list[bool], batch_size: int
+) -> Iterator[tuple[np.ndarray, dict[str, Tensor], int]]:
+    """Re-order one tokenised window by token count and cut it into padded batches."""
+    lengths = np.array([len(ids) for ids in columns["input_ids"]])
+    local_order = np.argsort(-lengths, kind="stable")
+    for batch_start in range(0, len(local_order), batch_size):
+        rows = local_order[batch_start : batch_start + batch_size]
+        features = _pad(tokenizer, {key: [columns[key][r] for r in rows] for key in columns.keys()})
+        yield window_index[rows], features, int(sum(cut_flags[r] for r in rows))
 
 
 def _cut_flags(tokenizer: Any, encoded: Any, texts: list[str], max_length: int) -> list[bool]:

@@ -52,6 +52,12 @@ def register(subparsers: Any) -> None:
             help="token budget override for the model config",
         )
     parser.add_argument(
+        "--instruction-weight",
+        type=float,
+        default=None,
+        help="fusion conditioned: weight in [0, 1] of the instruction tokens in the pooled query (default: 0)",
+    )
+    parser.add_argument(
         "--on-error",
         choices=("raise", "skip"),
         default="raise",
@@ -91,7 +97,13 @@ def run(args: argparse.Namespace) -> int:
         data = load_triplets(args.data, on_error=args.on_error, limit=args.limit)
         overrides = {
             name: getattr(args, name)
-            for name in ("fusion", "max_query_length", "max_instruction_length", "max_passage_length")
+            for name in (
+                "fusion",
+                "max_query_length",
+                "max_instruction_length",
+                "max_passage_length",
+                "instruction_weight",
+            )
             if getattr(args, name) is not None
         }
         model = InfEmbed(args.model, **overrides) if args.model else InfEmbed(**overrides)

@@ -11,6 +11,11 @@ A fusion acts at two points of the query path:
 
 Only fusions with ``encodes_instruction = True`` get instruction token states, so the engine encodes
 instructions only when they are used.
+
+``conditioned`` (``pairs_text = True``) works differently: query and instruction are tokenised together as a text
+pair, ``tokenizer(query, instruction)``, so the backbone's self-attention lets the instruction shape the query
+tokens' states, and ``pool_pair(...)`` replaces pooling + ``forward``: it pools the query segment, with the
+instruction segment's tokens down-weighted by ``config.instruction_weight``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class Fusion(nn.Module):
 
     name: ClassVar[str] = ""
     encodes_instruction: ClassVar[bool] = False
+    pairs_text: ClassVar[bool] = False
 
     def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
         super().__init__()
@@ -113,6 +119,10 @@ class Fusion(nn.Module):
             (P, d) query embeddings (P = Bq when both indices are None).
         """
         return pooled_query if query_index is None else pooled_query[query_index]
+
+    def pool_pair(self, token_states: Tensor, attention_mask: Tensor, instruction_segment: Tensor) -> Tensor:
+        """Pool jointly encoded (query, instruction) pairs; only fusions with ``pairs_text = True`` do."""
+        raise TypeError(f"fusion {self.name!r} does not encode (query, instruction) text pairs")
 
 
 @register_fusion("none")
@@ -222,3 +232,55 @@ class ResidualFusion(Fusion):
         has_instruction = has_row.unsqueeze(1) & instruction_mask[rows].bool().any(dim=1, keepdim=True)  # (P, 1)
         fused = pooled + self.proj(attended.to(self.proj.weight.dtype)).to(pooled.dtype)
         return torch.where(has_instruction, fused, pooled)
+
+
+@register_fusion("conditioned")
+class ConditionedFusion(Fusion):
+    """Instruction-conditioned query pooling over the jointly encoded pair ``tokenizer(query, instruction)``.
+
+    The backbone sees ``[CLS] query [SEP] instruction [SEP]`` (BERT; other tokenizers use their own pair format),
+    so every query token state is contextualised by the instruction. The embedding pools the query segment
+    ([CLS], the query tokens and the separator after them); the instruction segment (its tokens and the special
+    tokens after them) enters with weight ``config.instruction_weight``:
+
+    * ``pooling="mean"``: ``e = sum_t w_t h_t / sum_t w_t`` with ``w_t = mask_t`` on the query segment and
+      ``mask_t * instruction_weight`` on the instruction segment (``instruction_weight = 1`` is the mean over the
+      whole pair);
+    * ``pooling="cls"``: the first token's state;
+    * ``pooling="last"`` is rejected: a causal decoder's last query token cannot see the instruction after it.
+
+    A query without instruction (``None``, empty or whitespace) is tokenised alone and gets the plain pooled
+    query, exactly what ``encode_document`` gives for the same text. No parameters.
+    """
+
+    pairs_text: ClassVar[bool] = True
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        if config.pooling == "last":
+            raise ValueError(
+                "fusion 'conditioned' cannot use pooling='last': with a causal decoder the last query token does "
+                "not see the instruction that follows it; use pooling='mean' or 'cls'"
+            )
+        self.pooling = config.pooling
+        self.instruction_weight = float(config.instruction_weight)
+
+    def pool_pair(self, token_states: Tensor, attention_mask: Tensor, instruction_segment: Tensor) -> Tensor:
+        """Pool jointly encoded pairs.
+
+        Args:
+            token_states: (B, L, d) backbone states of the pair texts.
+            attention_mask: (B, L) int or bool, 1 for real tokens.
+            instruction_segment: (B, L) int or bool, 1 for the instruction segment's tokens (all 0 for a row
+                encoded without instruction).
+
+        Returns:
+            (B, d), same dtype as ``token_states``.
+        """
+        if self.pooling == "cls":
+            return token_states[:, 0]
+        mask = attention_mask.to(token_states.dtype)
+        # Same ops as mean pooling, so a row without instruction is bit-identical to the plain pooled query.
+        weights = torch.where(instruction_segment.bool(), mask * self.instruction_weight, mask).unsqueeze(-1)
+        summed = (token_states * weights).sum(dim=1)  # (B, d)
+        return summed / weights.sum(dim=1).clamp(min=1e-9)
