@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,13 @@ class TrainingArguments:
         batch_size: records per process per micro-batch.
         gradient_accumulation_steps: micro-batches per optimizer step.
         learning_rate: peak AdamW learning rate.
+        head_learning_rate: peak learning rate of the parameters outside the backbone (a fusion's projection,
+            the output projection); None uses ``learning_rate``. Zero-initialised fusion weights start far from
+            where they end, so they usually want a larger rate than the pretrained backbone.
+        trainable_parameters: regular expression (``re.search``) over backbone parameter names, e.g.
+            ``"attention"``; only matching backbone parameters are trained, the rest are frozen (parameters
+            outside the backbone always train). None trains the whole backbone. Freezing most of the backbone
+            keeps the trained change small enough to ship as a compact delta (see ``inf_embed.delta``).
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         adam_beta1, adam_beta2, adam_epsilon: AdamW constants.
         warmup_ratio: fraction of the steps with linear warm-up (used when ``warmup_steps`` is None).
@@ -65,6 +73,8 @@ class TrainingArguments:
     batch_size: int = _opt(16, "records per process per micro-batch (each record gives up to 3 items)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
     learning_rate: float = _opt(2e-5, "peak learning rate of AdamW", "--lr")
+    head_learning_rate: float | None = _opt(None, "peak learning rate of the non-backbone parameters (fusion)")
+    trainable_parameters: str | None = _opt(None, "regex of the backbone parameter names to train (others frozen)")
     weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and LayerNorm weights)")
     adam_beta1: float = _opt(0.9, "AdamW beta1")
     adam_beta2: float = _opt(0.999, "AdamW beta2")
@@ -98,6 +108,20 @@ class TrainingArguments:
         if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
             raise ValueError(f"warmup_steps: expected an integer >= 0 or None, got {self.warmup_steps!r}")
         _finite(self, "learning_rate", minimum=0.0, strict=True)
+        if self.head_learning_rate is not None:
+            _finite(self, "head_learning_rate", minimum=0.0, strict=True)
+        if self.trainable_parameters is not None:
+            if not isinstance(self.trainable_parameters, str) or not self.trainable_parameters:
+                raise ValueError(
+                    f"trainable_parameters: expected a non-empty regular expression or None, "
+                    f"got {self.trainable_parameters!r}"
+                )
+            try:
+                re.compile(self.trainable_parameters)
+            except re.error as error:
+                raise ValueError(
+                    f"trainable_parameters: {self.trainable_parameters!r} is not a valid regular expression ({error})"
+                ) from None
         _finite(self, "temperature", minimum=0.0, strict=True)
         _finite(self, "epochs", minimum=0.0, strict=True)
         _finite(self, "weight_decay", minimum=0.0)

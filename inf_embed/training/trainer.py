@@ -11,7 +11,8 @@ The head computes exactly what ``encode_query`` / ``encode_document`` compute (s
 fusion and masking), so training and inference embeddings agree. For the attention fusion the instruction
 variants ``n_{i,m}`` of the I term re-use the query token states: each distinct query is encoded once, each
 distinct instruction once, and :func:`inf_embed.ops.iq_attention_pool` pairs them through ``y_index``. For the
-concat fusion each distinct "query instruction" text is encoded once.
+concat fusion each distinct "query instruction" text is encoded once, for the conditioned fusion each distinct
+(query, instruction) text pair.
 
 Data order: epoch ``e`` visits the records in ``randperm(n)`` seeded with ``seed + e``; global micro-batch ``b``
 is records ``[b*G, (b+1)*G)`` of that order with ``G = batch_size * world_size``, split into contiguous equal
@@ -27,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -38,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from inf_embed.data import TextBatch, TripletDataset, TripletExample, build_text_batch, load_triplets
-from inf_embed.encode import _resolve_prompt, tokenize
+from inf_embed.encode import _resolve_prompt, tokenize, tokenize_pairs
 from inf_embed.losses import ContrastiveLoss, get_loss
 from inf_embed.losses.cached import CachedLoss
 from inf_embed.modules.fusion import has_instruction_text
@@ -104,7 +106,8 @@ class BatchPlan:
 
     Attributes:
         groups: group name -> features; ``passages`` (pooled), and either ``queries`` + ``instructions``
-            (token states, attention fusion) or ``texts`` (pooled query-side texts, other fusions).
+            (token states, attention fusion) or ``texts`` (pooled query-side texts, other fusions; for a text-pair
+            fusion one (query, instruction) pair per row, with ``instruction_segment`` among its features).
         kinds: group name -> ``"pooled"`` or ``"tokens"``.
         pair_query: (P,) int64, for attention: row in ``queries`` of each distinct (query, instruction) pair;
             otherwise the row in ``texts``.
@@ -200,6 +203,18 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         if instructions:
             groups["instructions"] = tok(instructions, config.max_instruction_length)
             kinds["instructions"] = "tokens"
+    elif fusion.pairs_text:
+        # Each distinct pair is one row: the instruction is encoded together with its query, never shared.
+        pair_features, cut = tokenize_pairs(
+            model.tokenizer,
+            [(query_prompt + q, i) for q, i in distinct_pairs],
+            config.max_query_length,
+            config.max_query_length + config.max_instruction_length,
+        )
+        truncated += cut
+        pair_query = torch.arange(len(distinct_pairs), dtype=torch.long, device=device)
+        groups["texts"] = {k: v.to(device) for k, v in pair_features.items()}
+        kinds["texts"] = "pooled"
     else:
         max_length = config.max_query_length
         if config.fusion == "concat":
@@ -244,13 +259,19 @@ class _Encoder(nn.Module):
         object.__setattr__(self, "_model", model)  # not a submodule: DDP must not see the head parameters
 
     def forward(self, groups: Mapping[str, Mapping[str, Tensor]], kinds: Mapping[str, GroupKind]) -> dict[str, Tensor]:
-        """Encode each group: ``pooled`` groups give (n, d), ``tokens`` groups (n, L, d)."""
+        """Encode each group: ``pooled`` groups give (n, d), ``tokens`` groups (n, L, d). A pooled group with an
+        ``instruction_segment`` holds (query, instruction) pairs and is pooled by the fusion's ``pool_pair``."""
         model = self._model
         out: dict[str, Tensor] = {}
         for name, features in groups.items():
             mask = features["attention_mask"]
             states = model.embed_tokens(features["input_ids"], mask, features.get("token_type_ids"))
-            out[name] = model.pool(states, mask) if kinds[name] == "pooled" else states
+            if kinds[name] != "pooled":
+                out[name] = states
+            elif "instruction_segment" in features:
+                out[name] = model.fusion.pool_pair(states, mask, features["instruction_segment"])
+            else:
+                out[name] = model.pool(states, mask)
         return out
 
 
@@ -413,15 +434,42 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------------------------------
 
+    def _freeze_backbone(self) -> None:
+        """Freeze the backbone parameters that ``args.trainable_parameters`` does not match."""
+        pattern = self.args.trainable_parameters
+        if pattern is None:
+            return
+        regex = re.compile(pattern)
+        trained = 0
+        for name, param in self.model.backbone.named_parameters():
+            keep = regex.search(name) is not None
+            param.requires_grad_(keep)
+            trained += keep
+        if not trained:
+            names = [name for name, _ in self.model.backbone.named_parameters()][:6]
+            raise ValueError(
+                f"trainable_parameters: {pattern!r} matches no backbone parameter (names look like {names})"
+            )
+
     def _build_optimizer(self) -> None:
         args = self.args
-        decay, no_decay = [], []
+        head_lr = args.head_learning_rate if args.head_learning_rate is not None else args.learning_rate
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+            is_head = not name.startswith("backbone.")
+            decays = not (param.ndim < 2 or "norm" in name.lower())
+            groups.setdefault((is_head, decays), []).append(param)
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {
+                    "params": params,
+                    "weight_decay": args.weight_decay if decays else 0.0,
+                    "lr": head_lr if is_head else args.learning_rate,
+                }
+                for (is_head, decays), params in sorted(groups.items())
+            ],
             lr=args.learning_rate,
             betas=(args.adam_beta1, args.adam_beta2),
             eps=args.adam_epsilon,
@@ -443,6 +491,7 @@ class Trainer:
                 backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._freeze_backbone()
         encoder: nn.Module = _Encoder(self.model)
         self._head_params = [
             p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")
