@@ -200,3 +200,34 @@ def test_residual_fusion_projection_learns_from_zero_and_is_saved(tiny_model_dir
     reloaded = InfEmbed.from_pretrained(out.model_path)
     assert reloaded.config.fusion == "residual"
     torch.testing.assert_close(reloaded.fusion.proj.weight, trained, rtol=0, atol=0)
+
+
+def test_trainable_parameters_freeze_the_rest_of_the_backbone(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "residual")
+    before = _weights(model)
+    Trainer(model, _args(tmp_path, trainable_parameters=r"attention\."), records(6), loss="multi:P+I+IQ").train()
+    after = _weights(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing trained"
+    backbone_changed = {k for k in changed if k.startswith("backbone.")}
+    assert backbone_changed and all("attention." in k for k in backbone_changed)
+    assert "fusion.proj.weight" in changed  # parameters outside the backbone always train
+
+
+def test_trainable_parameters_matching_nothing_is_an_error(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat")
+    with pytest.raises(ValueError, match="trainable_parameters.*matches no backbone parameter"):
+        Trainer(model, _args(tmp_path, trainable_parameters="no-such-layer"), records(4), loss="uni:P").train()
+    with pytest.raises(ValueError, match="trainable_parameters"):
+        TrainingArguments(output_dir=str(tmp_path), trainable_parameters="(")
+
+
+def test_head_learning_rate_applies_to_the_parameters_outside_the_backbone(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "residual")
+    trainer = Trainer(model, _args(tmp_path, head_learning_rate=5e-2), records(4), loss="multi:P+I")
+    trainer._setup()
+    head = {id(p) for p in model.fusion.parameters()}
+    for group in trainer.optimizer.param_groups:
+        is_head = {id(p) in head for p in group["params"]}
+        assert len(is_head) == 1
+        assert group["initial_lr"] == (5e-2 if is_head.pop() else 1e-3)  # before warm-up scaling
