@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,12 +18,12 @@ CONFIG_FILE_NAME = "inf_embed_config.json"
 FORMAT_VERSION = 1
 
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last")
-FUSION_NAMES: tuple[str, ...] = ("attention", "concat", "conditioned", "none", "residual")
+FUSION_NAMES: tuple[str, ...] = ("anchored", "attention", "concat", "conditioned", "none", "residual")
 PADDING_SIDES: tuple[str, ...] = ("right", "left")
 SIMILARITY_FN_NAMES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
 
 PoolingMode = Literal["mean", "cls", "last"]
-FusionName = Literal["attention", "concat", "conditioned", "none", "residual"]
+FusionName = Literal["anchored", "attention", "concat", "conditioned", "none", "residual"]
 
 
 @dataclass
@@ -39,10 +40,11 @@ class InfEmbedConfig:
             instruction and query joined into one text through ``concat_template``; ``"conditioned"``: query and
             instruction encoded together as a tokenizer text pair and the query segment pooled (instruction
             tokens weighted by ``instruction_weight``; ``pooling`` ``"mean"`` or ``"cls"``); ``"residual"``: the
-            pooled query plus a learned projection of attended instruction content; ``"none"``: the instruction
-            is ignored.
-        concat_template: Template for ``fusion="concat"``; must contain ``{query}`` and ``{instruction}``. The
-            default puts the query first, as the paper's training code does.
+            pooled query plus a learned projection of attended instruction content; ``"anchored"``: the
+            ``concat`` embedding plus ``query_weight`` times the query encoded alone (both L2-normalised);
+            ``"none"``: the instruction is ignored.
+        concat_template: Template for ``fusion="concat"`` and ``"anchored"``; must contain ``{query}`` and
+            ``{instruction}``. The default puts the query first, as the paper's training code does.
         max_query_length: Token budget of a query (special tokens included).
         max_instruction_length: Token budget of an instruction encoded on its own (``fusion="attention"``).
             With ``fusion="concat"`` the joined text, with ``fusion="conditioned"`` the (query, instruction) pair,
@@ -56,6 +58,8 @@ class InfEmbedConfig:
         instruction_weight: For ``fusion="conditioned"`` with mean pooling, the weight in [0, 1] of the
             instruction segment's tokens relative to the query's (0: pool the query segment only; 1: mean over the
             whole pair).
+        query_weight: For ``fusion="anchored"``, the weight (>= 0) of the query-alone embedding added to the
+            joined text's: it keeps the query's own topic in the embedding when a long instruction would drown it.
         similarity_fn_name: Score used by ``similarity``: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
         prompts: Named text prefixes, as in sentence-transformers (``encode_query`` uses ``prompts["query"]``,
             ``encode_document`` uses ``prompts["document"]``).
@@ -74,6 +78,7 @@ class InfEmbedConfig:
     projection_dim: int | None = None
     attention_scale: float | None = None
     instruction_weight: float = 0.0
+    query_weight: float = 0.5
     similarity_fn_name: Literal["cosine", "dot", "euclidean", "manhattan"] = "cosine"
     prompts: dict[str, str] = field(default_factory=lambda: {"query": "", "document": ""})
     format_version: int = FORMAT_VERSION
@@ -109,6 +114,13 @@ class InfEmbedConfig:
             or not 0.0 <= self.instruction_weight <= 1.0
         ):
             raise ValueError(f"instruction_weight must be a number in [0, 1], got {self.instruction_weight!r}")
+        if (
+            isinstance(self.query_weight, bool)
+            or not isinstance(self.query_weight, (int, float))
+            or not math.isfinite(self.query_weight)
+            or self.query_weight < 0
+        ):
+            raise ValueError(f"query_weight must be a finite number >= 0, got {self.query_weight!r}")
         if not isinstance(self.concat_template, str) or any(
             part not in self.concat_template for part in ("{query}", "{instruction}")
         ):

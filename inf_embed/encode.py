@@ -322,9 +322,12 @@ def run_inference(
     max_length = config.max_query_length if is_query else config.max_passage_length
     use_instruction_tokens = instructions is not None and fusion.encodes_instruction
     use_pairs = instructions is not None and fusion.pairs_text
+    anchor_queries = None
     if instructions is not None and not fusion.encodes_instruction and not use_pairs:
+        if fusion.anchors_query:
+            anchor_queries = [prompt + text for text in texts]
         texts = [fusion.compose_text(text, instr) for text, instr in zip(texts, instructions)]
-        if config.fusion == "concat":
+        if config.fusion in ("concat", "anchored"):
             max_length = config.max_query_length + config.max_instruction_length
     if prompt:
         texts = [prompt + text for text in texts]
@@ -364,6 +367,16 @@ def run_inference(
                     truncated += cut
                 if states is not None:
                     features.update(instr_token_embeddings=states, instr_mask=mask, instr_index=index)
+            if anchor_queries is not None:
+                assert instructions is not None
+                anchor_features, cut = tokenize(
+                    model.tokenizer, [anchor_queries[i] for i in batch_index], config.max_query_length
+                )
+                truncated += cut
+                features.update({f"anchor_{key}": value.to(device) for key, value in anchor_features.items()})
+                features["anchor_has_instruction"] = torch.tensor(
+                    [has_instruction_text(instructions[i]) for i in batch_index], dtype=torch.bool, device=device
+                )
             features = model(features)
             embeddings = features["sentence_embedding"]
             if truncate_dim is not None:

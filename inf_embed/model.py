@@ -208,7 +208,9 @@ class InfEmbed(nn.Module):
                 (U, Li) (+ optional ``instr_token_type_ids``) or precomputed ``instr_token_embeddings``
                 (U, Li, d) with ``instr_mask``, and ``instr_index`` (B,) mapping each row to its instruction; for
                 a text-pair fusion (``fusion="conditioned"``), ``instruction_segment`` (B, L) marking each pair's
-                instruction tokens (:func:`inf_embed.encode.tokenize_pairs`).
+                instruction tokens (:func:`inf_embed.encode.tokenize_pairs`); for ``fusion="anchored"``, the
+                queries alone as ``anchor_input_ids`` / ``anchor_attention_mask`` (/ ``anchor_token_type_ids``)
+                (B, La) and ``anchor_has_instruction`` (B,) bool.
 
         Returns:
             ``features`` plus ``token_embeddings`` (B, L, d) and ``sentence_embedding`` (B, d') where d' is the
@@ -232,6 +234,14 @@ class InfEmbed(nn.Module):
             )
         else:
             embedding = self.fusion(tokens, mask, pooled)
+        if "anchor_input_ids" in features:
+            anchor_mask = features["anchor_attention_mask"]
+            anchor_states = self.embed_tokens(
+                features["anchor_input_ids"], anchor_mask, features.get("anchor_token_type_ids")
+            )
+            embedding = self.fusion.anchor(
+                embedding, self.pool(anchor_states, anchor_mask), features["anchor_has_instruction"]
+            )
         return self._finish(features, tokens, embedding)
 
     def _finish(self, features: dict[str, Tensor], tokens: Tensor, embedding: Tensor) -> dict[str, Tensor]:

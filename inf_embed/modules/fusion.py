@@ -82,6 +82,7 @@ class Fusion(nn.Module):
 
     name: ClassVar[str] = ""
     encodes_instruction: ClassVar[bool] = False
+    anchors_query: ClassVar[bool] = False  # also encodes the query alone (see AnchoredFusion.anchor)
     pairs_text: ClassVar[bool] = False
 
     def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
@@ -146,6 +147,40 @@ class ConcatFusion(Fusion):
         if not has_instruction_text(instruction):
             return query
         return self.template.format(query=query, instruction=instruction)
+
+
+@register_fusion("anchored")
+class AnchoredFusion(ConcatFusion):
+    """``concat`` plus the query encoded alone: ``e = n(pool(Q ⊕ I)) + query_weight · n(pool(Q))``, n = L2 norm.
+
+    Joining a long instruction to a short query lets the instruction dominate the joined text's embedding, so a
+    changed query barely moves it (the query "drowns"). The separately encoded query is an anchor that keeps the
+    query's own topic in the embedding; the joined text still carries what the instruction asks for. Both parts
+    come from the same backbone, so the fusion has no parameters; ``query_weight`` is chosen by measurement.
+
+    A query without instruction gets the plain pooled query, as with every fusion.
+    """
+
+    anchors_query: ClassVar[bool] = True
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        self.query_weight = float(config.query_weight)
+
+    def anchor(self, joined: Tensor, query: Tensor, has_instruction: Tensor) -> Tensor:
+        """Mix the joined-text and query-alone embeddings of instructed rows.
+
+        Args:
+            joined: (P, d) pooled ``compose_text(query, instruction)`` states.
+            query: (P, d) pooled query-alone states.
+            has_instruction: (P,) bool; rows without instruction keep ``joined`` (which is then the query).
+
+        Returns:
+            (P, d) embeddings.
+        """
+        normalize = nn.functional.normalize
+        mixed = normalize(joined, dim=-1) + self.query_weight * normalize(query, dim=-1)
+        return torch.where(has_instruction.unsqueeze(1), mixed.to(joined.dtype), joined)
 
 
 @register_fusion("attention")

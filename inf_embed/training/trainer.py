@@ -112,6 +112,8 @@ class BatchPlan:
         pair_query: (P,) int64, for attention: row in ``queries`` of each distinct (query, instruction) pair;
             otherwise the row in ``texts``.
         pair_instruction: (P,) int64 row in ``instructions`` (-1: no instruction); attention only.
+        pair_anchor: (P,) int64 row in ``anchors`` (the queries alone) of each pair; anchored fusion only.
+        pair_has_instruction: (P,) bool, whether each pair has an instruction; anchored fusion only.
         item_pairs: (N,) pair of each item's query side.
         query_negative_pairs: (G,) pairs of the extra query-side negatives.
         variant_pairs: (N, M) pairs of the instruction variants, or None.
@@ -125,6 +127,8 @@ class BatchPlan:
     kinds: dict[str, GroupKind]
     pair_query: Tensor
     pair_instruction: Tensor | None
+    pair_anchor: Tensor | None
+    pair_has_instruction: Tensor | None
     item_pairs: Tensor
     query_negative_pairs: Tensor
     variant_pairs: Tensor | None
@@ -190,6 +194,8 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
     }
     kinds: dict[str, GroupKind] = {"passages": "pooled"}
     pair_instruction: Tensor | None = None
+    pair_anchor: Tensor | None = None
+    pair_has_instruction: Tensor | None = None
     if fusion.encodes_instruction:
         queries, query_rows = _index_of([q for q, _ in distinct_pairs])
         instructions, instr_rows = _index_of([i for _, i in distinct_pairs if i is not None])
@@ -217,13 +223,19 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         kinds["texts"] = "pooled"
     else:
         max_length = config.max_query_length
-        if config.fusion == "concat":
+        if config.fusion in ("concat", "anchored"):
             max_length += config.max_instruction_length
         composed = [query_prompt + fusion.compose_text(q, i) for q, i in distinct_pairs]
         distinct_texts, text_rows = _index_of(composed)
         pair_query = torch.tensor(text_rows, dtype=torch.long, device=device)
         groups["texts"] = tok(distinct_texts, max_length)
         kinds["texts"] = "pooled"
+        if fusion.anchors_query:
+            anchors, anchor_rows = _index_of([query_prompt + q for q, _ in distinct_pairs])
+            pair_anchor = torch.tensor(anchor_rows, dtype=torch.long, device=device)
+            pair_has_instruction = torch.tensor([i is not None for _, i in distinct_pairs], device=device)
+            groups["anchors"] = tok(anchors, config.max_query_length)
+            kinds["anchors"] = "pooled"
 
     rows = torch.tensor(pair_rows, dtype=torch.long, device=device)
     n_qneg = len(qneg)
@@ -236,6 +248,8 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         kinds=kinds,
         pair_query=pair_query,
         pair_instruction=pair_instruction,
+        pair_anchor=pair_anchor,
+        pair_has_instruction=pair_has_instruction,
         item_pairs=rows[:n_items],
         query_negative_pairs=rows[n_items : n_items + n_qneg],
         variant_pairs=variant_pairs,
@@ -305,6 +319,8 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
             )  # (P, d)
         else:
             pairs = reps["texts"][plan.pair_query]
+            if plan.pair_anchor is not None and plan.pair_has_instruction is not None:
+                pairs = model.fusion.anchor(pairs, reps["anchors"][plan.pair_anchor], plan.pair_has_instruction)
         pairs = finish(pairs)  # (P, d)
         inputs: dict[str, Any] = {
             "query_embeddings": pairs[plan.item_pairs],

@@ -140,3 +140,47 @@ def test_residual_fusion_save_load_round_trip_keeps_the_projection(tiny_model_di
         reloaded.encode_query(*args, instruction="definition please"),
         model.encode_query(*args, instruction="definition please"),
     )
+
+
+def _anchored(tiny_model_dir, **overrides):
+    from inf_embed import InfEmbed
+
+    return InfEmbed.from_pretrained(tiny_model_dir, fusion="anchored", **{"normalize": True, **overrides})
+
+
+def test_anchored_fusion_is_the_normalised_sum_of_joined_text_and_query(tiny_model_dir):
+    model = _anchored(tiny_model_dir, query_weight=0.7)
+    query, instruction = "what is a neutrophil", "explain how they kill bacteria"
+    got = model.encode_query([query], instruction=instruction, convert_to_tensor=True)[0]
+    plain = _anchored(tiny_model_dir, normalize=False)
+    joined = plain.encode_document([f"{query} {instruction}"], convert_to_tensor=True)[0]
+    alone = plain.encode_document([query], convert_to_tensor=True)[0]
+    n = torch.nn.functional.normalize
+    expected = n(n(joined, dim=0) + 0.7 * n(alone, dim=0), dim=0)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_anchored_fusion_weight_zero_is_concat_and_no_instruction_is_the_plain_query(tiny_model_dir):
+    from inf_embed import InfEmbed
+
+    queries, instructions = ["what is a neutrophil", "tax form 1040"], ["for a nurse", None]
+    zero = _anchored(tiny_model_dir, query_weight=0.0).encode_query(queries, instruction=instructions)
+    concat = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat", normalize=True)
+    assert abs(zero - concat.encode_query(queries, instruction=instructions)).max() < 1e-5
+    model = _anchored(tiny_model_dir)
+    mixed = model.encode_query(queries, instruction=instructions)
+    assert abs(mixed[1] - model.encode_document([queries[1]])[0]).max() < 1e-5
+    assert abs(mixed[0] - zero[0]).max() > 1e-3  # the anchor moves instructed rows
+
+
+def test_query_weight_is_validated_and_round_trips(tiny_model_dir, tmp_path):
+    from inf_embed import InfEmbed
+    from inf_embed.config import InfEmbedConfig
+
+    with pytest.raises(ValueError, match="query_weight"):
+        InfEmbedConfig(query_weight=-0.1)
+    with pytest.raises(ValueError, match="query_weight"):
+        InfEmbedConfig(query_weight=float("inf"))
+    path = _anchored(tiny_model_dir, query_weight=0.25).save_pretrained(tmp_path / "m")
+    loaded = InfEmbed.from_pretrained(path)
+    assert loaded.config.fusion == "anchored" and loaded.fusion.query_weight == 0.25
