@@ -1,22 +1,24 @@
-"""Like-for-like check of the trainer: inf_embed's Trainer vs sentence-transformers' MultipleNegativesRankingLoss.
+"""The default model's recipe vs what a user does today with sentence-transformers, one run, same data and budget.
 
-    python benchmarks/finetune_vs_st.py [--max-steps N] [--batch-size 32] [--lr 2e-5] [--seed 42] [--json FILE]
+    python benchmarks/finetune_vs_st.py [--preset default] [--epochs E] [--st-lr 2e-5] [--seed 42] [--json FILE]
+                                        [--max-steps N] [--skip-before] [--tasks infir,infir_x,scifact,nevir]
 
-Both sides fine-tune all-MiniLM-L6-v2 on the same InF-IR records with the same seed, learning rate, 10 % warm-up,
-batch of 32 items and number of steps, then are evaluated on ``infir-marco/dev.jsonl`` with
-``inf_embed.evaluation.InfIREvaluator`` (p-MRR for an instruction and a query change, paired accuracy, nDCG@10).
+Both sides start from all-MiniLM-L6-v2 (the ``default`` extra), train on the same ``infir-marco/train.jsonl``
+records with the same seed, batch (16 records = 32 query sides), 10 % warm-up and number of epochs (``--epochs``,
+default: the preset's), then are evaluated with the same evaluators:
 
-- sentence-transformers (what a user does today): rows ``(Q+ I+, P+, D-)`` and ``(Q+ I-, D-, P+)``, the instruction
-  appended to the query, ``MultipleNegativesRankingLoss`` (scale 20), default random row sampler.
-- inf_embed: ``fusion="concat"`` (same "{query} {instruction}" text), loss ``uni:P`` (tau 0.05 = scale 20): the
-  same in-batch InfoNCE over passages with the poisoned-instruction passage as a hard negative. The one
-  difference is batch composition: inf_embed keeps a record's two items in one batch (paper B13), so D- is always
-  a candidate of (I+, Q+) as the other item's positive (MNRL would list it twice, which only adds log 2 to the
-  loss); sentence-transformers' random row sampler usually puts the two rows in different batches, where D- is
-  still the explicit hard negative of its own row.
+- sentence-transformers (the peer, what a user does today): rows ``(Q+ I+, P+, D-)`` and ``(Q+ I-, D-, P+)``, the
+  instruction appended to the query, ``MultipleNegativesRankingLoss`` (scale 20), every weight trained at
+  ``--st-lr`` (default 2e-5), default random row sampler;
+- inf_embed: the preset's recipe (``inf_embed.training.presets``; for ``default``: anchored fusion, loss
+  ``multi:P+I+IQ`` with the poisoned query (I+, Q-) as a negative, attention weights only), exactly what
+  ``inf-embed train --preset default`` runs.
 
-``--max-steps`` trains on the first ``max_steps * batch_size / 2`` records only (one pass), for a measured subset
-on a slow machine; without it, one full epoch. The "before" rows evaluate the untouched model through both APIs.
+Evaluations (``--tasks``): ``infir`` = ``infir-marco/dev.jsonl`` with its 400 passages as the corpus (p-MRR for an
+instruction change and a query change, paired accuracy, nDCG@10); ``infir_x`` = the same records with the 1,743
+``instructir/msmarco_filtered`` passages added (as in ``benchmarks/quality.py``); ``scifact`` = BEIR SciFact test
+nDCG@10; ``nevir`` = NevIR dev paired accuracy. The "before" rows evaluate the untouched backbone through both APIs.
+``--max-steps`` trains on the first ``max_steps * 16`` records only (one pass), for smoke runs.
 """
 
 from __future__ import annotations
@@ -29,19 +31,47 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "infir-marco"
-METRICS = ("p_mrr_instruction", "p_mrr_query", "paired_accuracy", "ndcg_at_10")
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+TASKS = ("infir", "infir_x", "scifact", "nevir")
+# (task, metric, scale, column title)
+COLUMNS = [
+    ("infir", "p_mrr_instruction", 100, "p-MRR instr"),
+    ("infir", "p_mrr_query", 100, "p-MRR query"),
+    ("infir", "paired_accuracy", 100, "paired %"),
+    ("infir", "ndcg_at_10", 1, "nDCG@10"),
+    ("infir_x", "p_mrr_instruction", 100, "+msmarco p-MRR instr"),
+    ("infir_x", "p_mrr_query", 100, "+msmarco p-MRR query"),
+    ("infir_x", "paired_accuracy", 100, "+msmarco paired %"),
+    ("infir_x", "ndcg_at_10", 1, "+msmarco nDCG@10"),
+    ("scifact", "ndcg_at_10", 1, "SciFact nDCG@10"),
+    ("nevir", "paired_accuracy", 100, "NevIR paired %"),
+]
+BATCH_RECORDS = 16
 
 
-def _evaluate(evaluator, model) -> dict[str, float]:
-    results = evaluator(model)
-    return {k: float(results[k]) for k in (*METRICS, "eval_seconds")}
+def build_evaluators(data: Path, tasks: list[str]) -> dict[str, Any]:
+    from inf_embed.evaluation import BEIREvaluator, InfIREvaluator, NevIREvaluator
+
+    builders = {
+        "infir": lambda: InfIREvaluator.from_path(data / "infir-marco", split="dev"),
+        "infir_x": lambda: InfIREvaluator.from_path(
+            data / "infir-marco", split="dev", extra_corpus=data / "instructir" / "msmarco_filtered"
+        ),
+        "scifact": lambda: BEIREvaluator.from_path(data / "scifact", split="test"),
+        "nevir": lambda: NevIREvaluator.from_path(data / "nevir"),
+    }
+    return {task: builders[task]() for task in tasks}
 
 
-def _st_train(records, args, out_dir: str) -> tuple[object, float]:
+def evaluate(evaluators: dict[str, Any], model: Any) -> dict[str, dict[str, float]]:
+    return {task: {k: float(v) for k, v in ev(model).items()} for task, ev in evaluators.items()}
+
+
+def _st_train(records, args, epochs: float, out_dir: str) -> tuple[object, float]:
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -63,9 +93,9 @@ def _st_train(records, args, out_dir: str) -> tuple[object, float]:
     model = SentenceTransformer(default_model_path(), device="cpu")
     training_args = SentenceTransformerTrainingArguments(
         output_dir=out_dir,
-        num_train_epochs=1,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=2 * BATCH_RECORDS,
+        learning_rate=args.st_lr,
         warmup_ratio=0.1,
         seed=args.seed,
         data_seed=args.seed,
@@ -83,36 +113,42 @@ def _st_train(records, args, out_dir: str) -> tuple[object, float]:
     return model, time.perf_counter() - start
 
 
-def _ours_train(records, args, out_dir: str) -> tuple[object, float]:
+def _ours_train(records, args, epochs: float, out_dir: str) -> tuple[object, float]:
     from inf_embed import InfEmbed
+    from inf_embed.model import default_model_path
     from inf_embed.training import Trainer, TrainingArguments
+    from inf_embed.training.presets import get_preset
 
-    model = InfEmbed(fusion="concat")
-    training_args = TrainingArguments(
-        output_dir=out_dir,
-        loss="uni:P",
-        batch_size=args.batch_size // 2,
-        learning_rate=args.lr,
-        warmup_ratio=0.1,
-        epochs=1,
-        seed=args.seed,
-        show_progress_bar=False,
-        logging_steps=10,
-    )
+    preset = get_preset(args.preset)
+    model = InfEmbed(default_model_path(), **preset.model_overrides)
+    training = {**preset.training, "epochs": epochs, "seed": args.seed, "batch_size": BATCH_RECORDS}
+    training_args = TrainingArguments(output_dir=out_dir, show_progress_bar=False, logging_steps=10, **training)
     out = Trainer(model, training_args, records).train()
     return model, out.train_seconds
 
 
+def markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
+    columns = [c for c in COLUMNS if c[0] in tasks]
+    lines = ["| model | train s | " + " | ".join(c[3] for c in columns) + " |", "|" + "---|" * (len(columns) + 2)]
+    for row in rows:
+        cells = [f"{row['results'][t][k] * scale:.4g}" for t, k, scale, _ in columns]
+        seconds = f"{row['train_seconds']:.0f}" if "train_seconds" in row else ""
+        lines.append(f"| {row['model']} | {seconds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", default=str(DATA / "train.jsonl"))
-    parser.add_argument("--dev", default=str(DATA / "dev.jsonl"))
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--preset", default="default", help="inf_embed recipe (inf_embed.training.presets)")
+    parser.add_argument("--epochs", type=float, default=None, help="epochs for both sides (default: the preset's)")
+    parser.add_argument("--st-lr", type=float, default=2e-5, help="sentence-transformers learning rate")
     parser.add_argument("--max-steps", type=int, default=None, help="train on this many batches of records only")
-    parser.add_argument("--batch-size", type=int, default=32, help="items per batch (2 per InF-IR record)")
-    parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--dev-limit", type=int, default=None, help="evaluate on the first N dev records (smoke runs)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--skip-before", action="store_true", help="do not evaluate the untrained model")
+    parser.add_argument("--skip-st", action="store_true", help="do not train the sentence-transformers side")
+    parser.add_argument("--save-ours", default=None, help="also save our trained model to this folder")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -122,61 +158,65 @@ def main() -> None:
 
     from inf_embed import InfEmbed
     from inf_embed.data import load_triplets
-    from inf_embed.evaluation import ConcatInstructionEncoder, InfIREvaluator
+    from inf_embed.evaluation import ConcatInstructionEncoder
     from inf_embed.model import default_model_path
+    from inf_embed.training.presets import get_preset
 
-    limit = None if args.max_steps is None else args.max_steps * (args.batch_size // 2)
-    records = load_triplets(args.train, limit=limit)
-    with open(args.dev, encoding="utf-8") as handle:
-        dev_records = [json.loads(line) for line in handle if line.strip()][: args.dev_limit]
-    evaluator = InfIREvaluator(dev_records, show_progress_bar=False)
-    rows: list[dict[str, object]] = []
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    preset = get_preset(args.preset)
+    epochs = args.epochs if args.epochs is not None else float(preset.training.get("epochs", 1.0))
+    limit = None if args.max_steps is None else args.max_steps * BATCH_RECORDS
+    records = load_triplets(args.data_root / "infir-marco" / "train.jsonl", limit=limit)
+    evaluators = build_evaluators(args.data_root, tasks)
     print(
-        f"# {len(records)} records ({2 * len(records)} items), batch {args.batch_size} items, lr {args.lr}, "
-        f"seed {args.seed}, torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}"
+        f"# {len(records)} records, {epochs:g} epochs, batch {BATCH_RECORDS} records, seed {args.seed}, preset "
+        f"{args.preset}, torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}",
+        flush=True,
     )
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any], model: Any) -> None:
+        start = time.perf_counter()
+        row["results"] = evaluate(evaluators, model)
+        row["eval_seconds"] = round(time.perf_counter() - start, 1)
+        rows.append(row)
+        print(markdown([row], tasks).splitlines()[-1], flush=True)
+
     if not args.skip_before:
         st_before = SentenceTransformer(default_model_path(), device="cpu")
-        rows.append(
-            {
-                "model": "MiniLM before (sentence-transformers, concat)",
-                **_evaluate(evaluator, ConcatInstructionEncoder(st_before)),
-            }
+        add(
+            {"model": "all-MiniLM-L6-v2, sentence-transformers (query + instruction text)"},
+            ConcatInstructionEncoder(st_before),
         )
-        rows.append(
-            {"model": "MiniLM before (inf_embed, fusion concat)", **_evaluate(evaluator, InfEmbed(fusion="concat"))}
+        overrides = preset.model_overrides
+        add(
+            {"model": f"all-MiniLM-L6-v2, inf_embed untrained ({overrides.get('fusion')})"},
+            InfEmbed(default_model_path(), **overrides),
         )
     with tempfile.TemporaryDirectory() as tmp:
-        st_model, st_seconds = _st_train(records, args, os.path.join(tmp, "st"))
-        rows.append(
-            {
-                "model": "sentence-transformers MNRL",
-                "train_seconds": st_seconds,
-                "examples_per_second": 2 * len(records) / st_seconds,
-                **_evaluate(evaluator, ConcatInstructionEncoder(st_model)),
-            }
-        )
-        ours, our_seconds = _ours_train(records, args, os.path.join(tmp, "ours"))
-        rows.append(
-            {
-                "model": "inf_embed Trainer, concat, uni:P",
-                "train_seconds": our_seconds,
-                "examples_per_second": 2 * len(records) / our_seconds,
-                **_evaluate(evaluator, ours),
-            }
-        )
-    header = ("model", "train_seconds", "examples_per_second", *METRICS)
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        cells = []
-        for key in header:
-            value = row.get(key, "")
-            cells.append(f"{value:.4g}" if isinstance(value, float) else str(value))
-        print("| " + " | ".join(cells) + " |")
+        if not args.skip_st:
+            st_model, st_seconds = _st_train(records, args, epochs, os.path.join(tmp, "st"))
+            add(
+                {
+                    "model": f"sentence-transformers MNRL, instruction appended ({epochs:g} ep)",
+                    "train_seconds": st_seconds,
+                },
+                ConcatInstructionEncoder(st_model),
+            )
+        ours, our_seconds = _ours_train(records, args, epochs, os.path.join(tmp, "ours"))
+        add({"model": f"inf_embed --preset {args.preset} ({epochs:g} ep)", "train_seconds": our_seconds}, ours)
+        if args.save_ours:
+            ours.save_pretrained(args.save_ours)
+    print()
+    print(markdown(rows, tasks))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"args": vars(args), "records": len(records), "rows": rows}, handle, indent=2)
+            json.dump(
+                {"args": {k: str(v) for k, v in vars(args).items()}, "epochs": epochs, "rows": rows}, handle, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -81,8 +81,9 @@ class _STSide:
 class _OurSide:
     def __init__(self, records, args, tmp: str, fusion: str, loss: str) -> None:
         from inf_embed import InfEmbed
+        from inf_embed.model import default_model_path
 
-        self.model = InfEmbed(fusion=fusion, **LENGTHS)
+        self.model = InfEmbed(default_model_path(), fusion=fusion, **LENGTHS)
         self.records, self.args, self.tmp, self.loss = records, args, tmp, loss
 
     def run(self, steps: int) -> tuple[float, int]:

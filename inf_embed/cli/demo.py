@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--top-k must be at least 1")
     overrides = {"fusion": args.fusion} if args.fusion else {}
     model = InfEmbed(args.model, **overrides) if args.model else InfEmbed(**overrides)
-    print(f"model: {args.model or 'embedded default (all-MiniLM-L6-v2 backbone)'}; fusion: {model.config.fusion}\n")
+    name = args.model or "shipped default (instruction-following all-MiniLM-L6-v2, inf_embed/resources/default_model)"
+    print(f"model: {name}; fusion: {model.config.fusion}\n")
     hits = total = 0
     for rankings in run_demo(model):
         baseline = rankings[0]

@@ -12,12 +12,14 @@ gloo on CPU) and in-batch negatives are gathered across ranks.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 from typing import Any
 
 from inf_embed.config import FUSION_NAMES
 from inf_embed.training.args import add_arguments, from_namespace
+from inf_embed.training.presets import PRESETS, Preset, get_preset
 
 
 def register(subparsers: Any) -> None:
@@ -27,9 +29,27 @@ def register(subparsers: Any) -> None:
         help="fine-tune a model on triplets",
         description="Fine-tune an InfEmbed model on instruction-query-passage triplets (JSONL, CSV, Parquet).",
     )
-    parser.add_argument("--data", required=True, help="training records (InF-IR or simple schema)")
     parser.add_argument(
-        "--model", default=None, help="model name or path to start from (default: the embedded all-MiniLM-L6-v2)"
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="a named recipe fixing data, model, fusion and training arguments (explicit flags still win); "
+        + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items()),
+    )
+    parser.add_argument(
+        "--data", default=None, help="training records (InF-IR or simple schema); required without --preset"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model name or path to start from (default: the default extra's untrained all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--save-delta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write <output>/delta, the trained change over the start model (inf_embed.delta); "
+        "on for --preset default",
     )
     parser.add_argument(
         "--fusion",
@@ -52,6 +72,12 @@ def register(subparsers: Any) -> None:
             help="token budget override for the model config",
         )
     parser.add_argument(
+        "--query-weight",
+        type=float,
+        default=None,
+        help="fusion anchored: weight (>= 0) of the query encoded alone (default: 0.5)",
+    )
+    parser.add_argument(
         "--instruction-weight",
         type=float,
         default=None,
@@ -63,8 +89,41 @@ def register(subparsers: Any) -> None:
         default="raise",
         help="malformed records: stop (default) or skip and count them",
     )
-    add_arguments(parser, required=("output_dir",))
+    add_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _apply_preset(args: argparse.Namespace) -> Preset | None:
+    """Fill what the command line left unset from ``--preset``; check the flags required without one."""
+    preset = get_preset(args.preset) if args.preset else None
+    if preset is not None:
+        for name, value in preset.training.items():
+            if not hasattr(args, name):  # training flags default to "absent" (argparse.SUPPRESS)
+                setattr(args, name, value)
+        if not hasattr(args, "output_dir"):
+            args.output_dir = f"runs/{args.preset}"
+        args.data = args.data or preset.data
+        args.model = args.model or preset.model
+        for name, value in preset.model_overrides.items():
+            if getattr(args, name, None) is None:
+                setattr(args, name, value)
+        if args.save_delta is None:
+            args.save_delta = preset.save_delta
+    missing = [
+        flag for flag, present in (("--data", args.data), ("--output", hasattr(args, "output_dir"))) if not present
+    ]
+    if missing:
+        raise SystemExit(f"inf-embed train: error: {' and '.join(missing)} required (or give --preset)")
+    return preset
+
+
+def _start_model(name: str | None, overrides: dict[str, Any]) -> Any:
+    from inf_embed import InfEmbed
+    from inf_embed.model import default_model_path
+
+    if name is None or name == "default-backbone":
+        return InfEmbed(default_model_path(), **overrides)
+    return InfEmbed(name, **overrides)
 
 
 def _init_distributed() -> bool:
@@ -82,13 +141,41 @@ def _init_distributed() -> bool:
     return True
 
 
+def _write_delta(
+    model: Any, base_backbone: Any, args: argparse.Namespace, preset: Preset | None, result: Any, records: int
+) -> str:
+    """Write ``<output>/delta`` (the trained change over the start model) with the run's provenance."""
+    import platform
+
+    import torch
+
+    from inf_embed.delta import save_delta
+
+    base_name = "default" if args.model in (None, "default-backbone") else args.model
+    metadata = {
+        "preset": args.preset,
+        "data": os.path.basename(args.data),
+        "records": records,
+        "training_arguments": {k: v for k, v in from_namespace(args).to_dict().items() if k != "output_dir"},
+        "global_step": result.global_step,
+        "train_seconds": round(result.train_seconds, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "command": "inf-embed train --preset " + args.preset if preset is not None else None,
+    }
+    return save_delta(
+        model, base_backbone, os.path.join(args.output_dir, "delta"), base_name=base_name, metadata=metadata
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Load data and model, train, print a summary; returns the exit code."""
-    from inf_embed import InfEmbed
     from inf_embed.data import load_triplets
     from inf_embed.training import Trainer
     from inf_embed.training.distributed import is_main_process
 
+    preset = _apply_preset(args)
     training_args = from_namespace(args)
     if training_args.show_progress_bar is None:
         training_args.show_progress_bar = True  # the CLI shows the bar unless --no-show-progress-bar
@@ -103,10 +190,12 @@ def run(args: argparse.Namespace) -> int:
                 "max_instruction_length",
                 "max_passage_length",
                 "instruction_weight",
+                "query_weight",
             )
-            if getattr(args, name) is not None
+            if getattr(args, name, None) is not None
         }
-        model = InfEmbed(args.model, **overrides) if args.model else InfEmbed(**overrides)
+        model = _start_model(args.model, overrides)
+        base_backbone = copy.deepcopy(model.backbone) if args.save_delta else None
         evaluator = None
         if args.dev_data:
             from inf_embed.evaluation import InfIREvaluator
@@ -125,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
                 "skipped_records": data.num_skipped,
                 **({"metrics": result.metrics} if result.metrics else {}),
             }
+            if base_backbone is not None:
+                summary["delta"] = _write_delta(model, base_backbone, args, preset, result, len(data))
             print(json.dumps(summary, indent=2, default=float))
     finally:
         if joined:

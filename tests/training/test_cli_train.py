@@ -68,3 +68,46 @@ def test_train_command_writes_a_model_and_resumes(tiny_model_dir, tmp_path, caps
     assert summary["steps"] == 2
     state = json.loads((out / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2]
+
+
+def test_preset_default_fills_the_recipe_and_writes_a_loadable_delta(tiny_model_dir, tmp_path, capsys):
+    from inf_embed import InfEmbed
+    from inf_embed.delta import read_delta_config
+    from inf_embed.training.presets import get_preset
+
+    data = tmp_path / "train.jsonl"
+    with open(data, "w", encoding="utf-8") as handle:
+        for record in records(6):
+            handle.write(json.dumps(record.to_dict()) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "default", "--data", str(data), "--model", tiny_model_dir, "--output", str(out)]
+    argv += ["--max-steps", "2", "--batch-size", "3", "--max-query-length", "24", "--max-instruction-length", "24"]
+    argv += ["--max-passage-length", "32", "--no-show-progress-bar"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["delta"] == str(out / "delta")
+    recorded = read_delta_config(out / "delta")
+    preset = get_preset("default")
+    assert recorded["config"]["fusion"] == preset.model_overrides["fusion"]
+    training = recorded["metadata"]["training_arguments"]
+    assert training["loss"] == preset.training["loss"] and training["seed"] == preset.training["seed"]
+    assert training["batch_size"] == 3  # an explicit flag wins over the preset
+    assert recorded["metadata"]["command"] == "inf-embed train --preset default"
+    # only the attention weights were trained, so only they are stored
+    assert recorded["delta_dtypes"] and all("attention." in name for name in recorded["delta_dtypes"])
+    full = InfEmbed.from_pretrained(out / "model")
+    compact = InfEmbed(out / "delta")
+    texts, instruction = ["what is a neutrophil", "tax form 1040"], "for a nurse"
+    assert (
+        abs(
+            full.encode_query(texts, instruction=instruction) - compact.encode_query(texts, instruction=instruction)
+        ).max()
+        < 1e-4
+    )
+
+
+def test_train_without_data_or_preset_says_what_is_missing(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit, match="--data"):
+        main(["train", "--output", str(tmp_path)])
