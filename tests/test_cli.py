@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import builtins
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from inf_embed import InfEmbed
 from inf_embed.cli.main import main
 from inf_embed.demo import load_demo_corpus, run_demo
+from inf_embed.model import default_model_path
 
 
 def test_demo_corpus_targets_exist():
@@ -53,7 +56,57 @@ def test_default_model_without_the_extra_says_how_to_install_it(monkeypatch):
         InfEmbed()
 
 
-def test_default_model_loads_offline_with_attention_fusion(offline_hub):
-    model = InfEmbed()
-    assert model.config.fusion == "attention" and model.get_sentence_embedding_dimension() == 384
+@pytest.fixture(scope="module")
+def shipped_model():
+    """The shipped default model: the delta in inf_embed/resources/default_model over the default extra's MiniLM."""
+    return InfEmbed()
+
+
+def test_shipped_default_model_loads_offline_from_a_small_delta(offline_hub, shipped_model):
+    from inf_embed.delta import DELTA_WEIGHTS_FILE, read_delta_config
+    from inf_embed.model import default_delta_path
+    from inf_embed.training.presets import get_preset
+
+    folder = default_delta_path()
+    assert os.path.getsize(os.path.join(folder, DELTA_WEIGHTS_FILE)) <= 10 * 1024 * 1024
+    recorded = read_delta_config(folder)
+    assert recorded["base"]["name"] == "default"
+    assert recorded["metadata"]["command"] == "inf-embed train --preset default"
+    model = InfEmbed()  # offline: nothing is fetched
+    preset = get_preset("default")
+    assert model.config.fusion == preset.model_overrides["fusion"] == shipped_model.config.fusion
+    assert model.get_sentence_embedding_dimension() == 384
     assert model.config.normalize and model.config.pooling == "mean"
+    # the delta changed the backbone: documents no longer embed like the untouched MiniLM
+    base = InfEmbed(default_model_path())
+    text = ["Neutrophils are white blood cells that destroy bacteria."]
+    assert abs(model.encode_document(text) - base.encode_document(text)).max() > 1e-3
+
+
+def test_shipped_delta_refuses_a_different_base(shipped_model):
+    from inf_embed.delta import apply_delta
+    from inf_embed.model import default_delta_path
+
+    other = InfEmbed(default_model_path(), fusion=shipped_model.config.fusion)
+    with torch.no_grad():
+        other.backbone.embeddings.word_embeddings.weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match="fingerprint"):
+        apply_delta(other, default_delta_path())
+
+
+def test_swapping_the_instruction_flips_the_top_demo_document(shipped_model):
+    """On the demo corpus's ambiguous queries, each of the two instructions puts its own document first."""
+    corpus = load_demo_corpus()
+    flipped = 0
+    for rankings in run_demo(shipped_model, corpus):
+        first, second = rankings[1], rankings[2]
+        assert first.target != second.target
+        flipped += first.ranked_ids[0] == first.target and second.ranked_ids[0] == second.target
+    assert flipped >= len(corpus["examples"]) - 1, f"only {flipped} of {len(corpus['examples'])} pairs flip"
+
+
+def test_demo_command_uses_the_shipped_model(capsys, shipped_model, monkeypatch):
+    monkeypatch.setattr("inf_embed.InfEmbed", lambda *a, **k: shipped_model)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "shipped default" in out and "instructions whose wanted document ranks first" in out

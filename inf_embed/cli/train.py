@@ -119,10 +119,12 @@ def _apply_preset(args: argparse.Namespace) -> Preset | None:
 
 def _start_model(name: str | None, overrides: dict[str, Any]) -> Any:
     from inf_embed import InfEmbed
-    from inf_embed.model import default_model_path
+    from inf_embed.model import DEFAULT_BACKBONE_NAME, default_model_path
 
     if name is None or name == "default-backbone":
-        return InfEmbed(default_model_path(), **overrides)
+        model = InfEmbed(default_model_path(), **overrides)
+        model.config.backbone = DEFAULT_BACKBONE_NAME  # provenance: the public name, not a site-packages path
+        return model
     return InfEmbed(name, **overrides)
 
 

@@ -40,12 +40,12 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         description=(
-            "the shipped default model: all-MiniLM-L6-v2, anchored fusion, multi:P+I+IQ on infir-marco train, "
-            "attention weights only (a 7 MB delta)"
+            "the shipped default model: all-MiniLM-L6-v2, concat fusion, multi:P+I+IQ on infir-marco train, "
+            "3 epochs, attention weights only (a 7 MB delta)"
         ),
         data="../shared/data/infir-marco/train.jsonl",
         model="default-backbone",
-        model_overrides={"fusion": "anchored", "query_weight": 0.5},
+        model_overrides={"fusion": "concat"},
         training={
             "loss": "multi:P+I+IQ",
             "epochs": 3.0,
