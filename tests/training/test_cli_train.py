@@ -16,6 +16,13 @@ from inf_embed.training import TrainingArguments
 from inf_embed.training.args import add_arguments, from_namespace
 
 
+def _write_records(path):
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records(6):
+            handle.write(json.dumps(record.to_dict()) + "\n")
+    return path
+
+
 def test_every_training_argument_has_a_flag_with_its_name():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -30,10 +37,7 @@ def test_every_training_argument_has_a_flag_with_its_name():
 
 
 def test_train_command_writes_a_model_and_resumes(tiny_model_dir, tmp_path, capsys):
-    data = tmp_path / "train.jsonl"
-    with open(data, "w", encoding="utf-8") as handle:
-        for record in records(6):
-            handle.write(json.dumps(record.to_dict()) + "\n")
+    data = _write_records(tmp_path / "train.jsonl")
     out = tmp_path / "out"
     common = [
         "train",
@@ -75,10 +79,7 @@ def test_preset_default_fills_the_recipe_and_writes_a_loadable_delta(tiny_model_
     from inf_embed.delta import read_delta_config
     from inf_embed.training.presets import get_preset
 
-    data = tmp_path / "train.jsonl"
-    with open(data, "w", encoding="utf-8") as handle:
-        for record in records(6):
-            handle.write(json.dumps(record.to_dict()) + "\n")
+    data = _write_records(tmp_path / "train.jsonl")
     out = tmp_path / "run"
     argv = ["train", "--preset", "default", "--data", str(data), "--model", tiny_model_dir, "--output", str(out)]
     argv += ["--max-steps", "2", "--batch-size", "3", "--max-query-length", "24", "--max-instruction-length", "24"]

@@ -47,7 +47,7 @@ def _assert_same(a, b, exact=True):
             torch.testing.assert_close(a[k], b[k], msg=k)
 
 
-@pytest.mark.parametrize("fusion", ["attention", "concat", "residual", "anchored"])
+@pytest.mark.parametrize("fusion", ["attention", "concat", "residual", "anchored", "conditioned"])
 def test_training_embeddings_equal_encode_query_and_encode_document(tiny_model_dir, fusion):
     model = tiny(tiny_model_dir, fusion).eval()
     if fusion == "residual":  # a trained-looking projection, so the instruction path is not the zero map
