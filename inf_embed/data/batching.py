@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,6 +57,8 @@ class TextBatch:
         record_index: (N,) index of each item's record within the batch.
         hard_negatives: (H,) distinct hard-negative passages, none equal to a positive of the batch.
         negative_queries: (G,) distinct (instruction, query) pairs with no passage, none equal to an item's.
+        negative_query_passages: (G,) for each of ``negative_queries``, the positive passage it must not retrieve
+            (its record's P+, itself a positive of the batch).
         variants: instruction variants for the I term, or None when not requested.
     """
 
@@ -67,6 +69,7 @@ class TextBatch:
     record_index: list[int]
     hard_negatives: list[str]
     negative_queries: list[tuple[str, str]]
+    negative_query_passages: list[str] = field(default_factory=list)
     variants: InstructionVariants | None = None
 
     def __len__(self) -> int:
@@ -164,6 +167,7 @@ def build_text_batch(
     record_index: list[int] = []
     hard: list[str] = []
     pairs: list[tuple[str, str]] = []
+    pair_passages: dict[tuple[str, str], str] = {}  # query-side negative -> the passage it must not retrieve
     own_negatives: list[tuple[str, ...]] = []
     for r, example in enumerate(examples):
         if not isinstance(example, TripletExample):
@@ -176,6 +180,8 @@ def build_text_batch(
             record_index.append(r)
             hard.extend(item.negatives)
             pairs.extend(item.query_negatives)
+            for pair in item.query_negatives:
+                pair_passages.setdefault(pair, item.positive)
             own_negatives.append(item.instruction_negatives)
 
     positive_set = set(positives)
@@ -199,5 +205,6 @@ def build_text_batch(
         record_index=record_index,
         hard_negatives=hard_negatives,
         negative_queries=negative_queries,
+        negative_query_passages=[pair_passages[pair] for pair in negative_queries],
         variants=variants,
     )

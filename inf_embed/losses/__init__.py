@@ -12,13 +12,16 @@ term needs.
 from __future__ import annotations
 
 from inf_embed.losses import inf_ir as _inf_ir  # noqa: F401  (registers the paper's eleven variants)
+from inf_embed.losses import poisoned_query as _poisoned_query  # noqa: F401  (registers multi:P+I+IQ+Q, ours)
 from inf_embed.losses.base import ContrastiveLoss, instruction_negative_mask, masked_cross_entropy
 from inf_embed.losses.inf_ir import InfIRLoss
+from inf_embed.losses.poisoned_query import PoisonedQueryLoss
 from inf_embed.losses.registry import canonical_loss_name, get_loss, list_losses, register_loss
 
 __all__ = [
     "ContrastiveLoss",
     "InfIRLoss",
+    "PoisonedQueryLoss",
     "canonical_loss_name",
     "get_loss",
     "instruction_negative_mask",

@@ -116,6 +116,7 @@ class BatchPlan:
         pair_has_instruction: (P,) bool, whether each pair has an instruction; anchored fusion only.
         item_pairs: (N,) pair of each item's query side.
         query_negative_pairs: (G,) pairs of the extra query-side negatives.
+        query_negative_passage_rows: (G,) row in ``passages`` of the passage each of them must not retrieve.
         variant_pairs: (N, M) pairs of the instruction variants, or None.
         positive_rows: (N,) row in ``passages`` of each item's positive.
         hard_negative_rows: (H,) rows in ``passages`` of the hard negatives.
@@ -131,6 +132,7 @@ class BatchPlan:
     pair_has_instruction: Tensor | None
     item_pairs: Tensor
     query_negative_pairs: Tensor
+    query_negative_passage_rows: Tensor
     variant_pairs: Tensor | None
     positive_rows: Tensor
     hard_negative_rows: Tensor
@@ -239,6 +241,11 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
 
     rows = torch.tensor(pair_rows, dtype=torch.long, device=device)
     n_qneg = len(qneg)
+    passage_row_of = {text: row for row, text in enumerate(distinct_passages)}
+    forbidden = text.negative_query_passages if uses_qneg else []
+    query_negative_passage_rows = torch.tensor(
+        [passage_row_of[passage] for passage in forbidden], dtype=torch.long, device=device
+    )
     variant_pairs = None
     if variant_shape is not None:
         variant_pairs = rows[n_items + n_qneg :].reshape(variant_shape)
@@ -252,6 +259,7 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         pair_has_instruction=pair_has_instruction,
         item_pairs=rows[:n_items],
         query_negative_pairs=rows[n_items : n_items + n_qneg],
+        query_negative_passage_rows=query_negative_passage_rows,
         variant_pairs=variant_pairs,
         positive_rows=passage_index[:n_items],
         hard_negative_rows=passage_index[n_items:],
@@ -330,6 +338,8 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
             inputs["hard_negative_embeddings"] = passages[plan.hard_negative_rows]
         if getattr(loss, "uses_query_negatives", False):
             inputs["query_negative_embeddings"] = pairs[plan.query_negative_pairs]
+        if getattr(loss, "uses_query_negative_passages", False):
+            inputs["query_negative_passage_embeddings"] = passages[plan.query_negative_passage_rows]
         if getattr(loss, "uses_instruction_variants", False):
             variants = plan.text.variants
             if plan.variant_pairs is None or variants is None:

@@ -34,7 +34,9 @@ def _loss_and_grads(model, loss, chunk_size):
     return value.detach(), grads
 
 
-@pytest.mark.parametrize(("fusion", "loss_name"), [("attention", "multi:P+I+IQ"), ("concat", "uni:P+I+IQ")])
+@pytest.mark.parametrize(
+    ("fusion", "loss_name"), [("attention", "multi:P+I+IQ"), ("concat", "uni:P+I+IQ"), ("concat", "multi:P+I+IQ+Q")]
+)
 def test_cached_loss_equals_uncached_loss_and_gradients(tiny_model_dir, fusion, loss_name):
     model = tiny(tiny_model_dir, fusion).eval()  # no dropout: the two runs see the same network
     loss = get_loss(loss_name)

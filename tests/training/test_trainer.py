@@ -231,3 +231,20 @@ def test_head_learning_rate_applies_to_the_parameters_outside_the_backbone(tiny_
         is_head = {id(p) in head for p in group["params"]}
         assert len(is_head) == 1
         assert group["initial_lr"] == (5e-2 if is_head.pop() else 1e-3)  # before warm-up scaling
+
+
+def test_poisoned_query_loss_gets_each_poisoned_query_its_records_positive(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat").eval()
+    loss = get_loss("multi:P+I+IQ+Q")
+    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
+    assert len(text.negative_query_passages) == len(text.negative_queries) > 0
+    by_query = {(r.instruction, r.query_negative): r.positive for r in records(4)}
+    assert text.negative_query_passages == [by_query[pair] for pair in text.negative_queries]
+    plan = plan_batch(model, text, loss)
+    with torch.no_grad():
+        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+    expected = model.encode_document(text.negative_query_passages, convert_to_tensor=True)
+    torch.testing.assert_close(inputs["query_negative_passage_embeddings"], expected, rtol=1e-4, atol=1e-5)
+    model.train()
+    out = Trainer(model, _args(tmp_path, max_steps=2), records(6), loss=loss).train()
+    assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
