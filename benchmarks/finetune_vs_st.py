@@ -53,16 +53,18 @@ COLUMNS = [
 BATCH_RECORDS = 16
 
 
-def build_evaluators(data: Path, tasks: list[str]) -> dict[str, Any]:
+def build_evaluators(data: Path, tasks: list[str] | tuple[str, ...] = TASKS, batch_size: int = 32) -> dict[str, Any]:
+    """The issue-6 evaluators by task name (also used by ``benchmarks/fusion_sweep.py``)."""
     from inf_embed.evaluation import BEIREvaluator, InfIREvaluator, NevIREvaluator
 
+    options = {"batch_size": batch_size}
     builders = {
-        "infir": lambda: InfIREvaluator.from_path(data / "infir-marco", split="dev"),
+        "infir": lambda: InfIREvaluator.from_path(data / "infir-marco", split="dev", **options),
         "infir_x": lambda: InfIREvaluator.from_path(
-            data / "infir-marco", split="dev", extra_corpus=data / "instructir" / "msmarco_filtered"
+            data / "infir-marco", split="dev", extra_corpus=data / "instructir" / "msmarco_filtered", **options
         ),
-        "scifact": lambda: BEIREvaluator.from_path(data / "scifact", split="test"),
-        "nevir": lambda: NevIREvaluator.from_path(data / "nevir"),
+        "scifact": lambda: BEIREvaluator.from_path(data / "scifact", split="test", **options),
+        "nevir": lambda: NevIREvaluator.from_path(data / "nevir", **options),
     }
     return {task: builders[task]() for task in tasks}
 

@@ -93,19 +93,9 @@ METRICS = (
 
 
 def build_evaluators(data: Path, batch_size: int) -> dict[str, Any]:
-    from inf_embed.evaluation import BEIREvaluator, InfIREvaluator, NevIREvaluator
+    from finetune_vs_st import build_evaluators as issue6_evaluators  # benchmarks/ is on sys.path as the script dir
 
-    return {
-        "infir": InfIREvaluator.from_path(data / "infir-marco", split="dev", batch_size=batch_size),
-        "infir_x": InfIREvaluator.from_path(
-            data / "infir-marco",
-            split="dev",
-            extra_corpus=data / "instructir" / "msmarco_filtered",
-            batch_size=batch_size,
-        ),
-        "scifact": BEIREvaluator.from_path(data / "scifact", split="test", batch_size=batch_size),
-        "nevir": NevIREvaluator.from_path(data / "nevir", batch_size=batch_size),
-    }
+    return issue6_evaluators(data, batch_size=batch_size)
 
 
 def evaluate(model: Any, evaluators: dict[str, Any]) -> dict[str, dict[str, float]]:

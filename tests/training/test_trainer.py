@@ -248,3 +248,9 @@ def test_poisoned_query_loss_gets_each_poisoned_query_its_records_positive(tiny_
     model.train()
     out = Trainer(model, _args(tmp_path, max_steps=2), records(6), loss=loss).train()
     assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
+
+
+def test_head_learning_rate_must_be_a_positive_number(tmp_path):
+    for bad in (0.0, -1e-3, float("nan"), "fast"):
+        with pytest.raises(ValueError, match="head_learning_rate"):
+            TrainingArguments(output_dir=str(tmp_path), head_learning_rate=bad)
