@@ -11,6 +11,15 @@ that ``g_k`` should retrieve):
 
 with ``s(a, b) = <a, b> / tau`` and ``f_k`` one of the ``p_j``. The loss is the base InF-IR loss plus ``weight``
 times the mean of ``l_k`` over the global batch's G poisoned queries (0 when there are none).
+
+The poisoned-instruction term (IX, ours) does the same for the items (I-, Q+, hn1): the paper's P term already
+ranks hn1 above P+ for (I-, Q+), but stops there, so an instruction change moves P+ from rank 1 to rank 2 at
+best (p-MRR 0.5). IX takes hn1 (and any candidate equal to it) out of the candidates and applies ``-log(1 - P_k)``
+to P+'s probability among the rest, pushing P+ below the passages the instruction never asked for either:
+
+``P_k = e^{s(g_k, f_k)} / Σ_{c ≠ hn1_k} e^{s(g_k, c)}``,   ``g_k = enc(Q+_k ⊕ I-_k)``,  ``f_k = P+_k``,
+
+weighted by ``instruction_weight``.
 """
 
 from __future__ import annotations
@@ -40,18 +49,26 @@ class PoisonedQueryLoss(ContrastiveLoss):
         ValueError: ``weight`` is negative or not finite.
     """
 
-    def __init__(self, base: InfIRLoss, weight: float = 1.0) -> None:
+    def __init__(self, base: InfIRLoss, weight: float = 1.0, instruction_weight: float = 0.0) -> None:
         super().__init__(base.temperature, gather_across_ranks=base.gather_across_ranks)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
-            raise ValueError(f"weight: expected a finite number >= 0, got {weight!r}")
+        for label, value in (("weight", weight), ("instruction_weight", instruction_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"{label}: expected a finite number >= 0, got {value!r}")
         self.base = base
         self.weight = float(weight)
+        self.instruction_weight = float(instruction_weight)
 
     @property
     def name(self) -> str:
-        return f"{self.base.name}+Q"
+        ix = "+IX" if self.instruction_weight else ""
+        q = "+Q" if self.weight or not self.instruction_weight else ""
+        return f"{self.base.name}{ix}{q}"
 
     uses_query_negative_passages = True
+
+    @property
+    def uses_instruction_negative_items(self) -> bool:
+        return self.instruction_weight > 0
 
     @property
     def uses_query_embeddings(self) -> bool:
@@ -74,7 +91,10 @@ class PoisonedQueryLoss(ContrastiveLoss):
         return self.base.required_inputs | {"query_negative_embeddings", "query_negative_passage_embeddings"}
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**self.base.get_config_dict(), "poisoned_query_weight": self.weight}
+        config = {**self.base.get_config_dict(), "poisoned_query_weight": self.weight}
+        if self.instruction_weight:
+            config["poisoned_instruction_weight"] = self.instruction_weight
+        return config
 
     def forward(
         self,
@@ -85,9 +105,17 @@ class PoisonedQueryLoss(ContrastiveLoss):
         query_negative_embeddings: torch.Tensor | None = None,
         query_negative_passage_embeddings: torch.Tensor | None = None,
         hard_negative_embeddings: torch.Tensor | None = None,
+        poisoned_instruction_embeddings: torch.Tensor | None = None,
+        poisoned_instruction_passage_embeddings: torch.Tensor | None = None,
+        poisoned_instruction_forbidden_embeddings: torch.Tensor | None = None,
         **base_inputs: Any,
     ) -> torch.Tensor:
-        """Base loss + ``weight`` x the term; tensors as in :meth:`InfIRLoss.forward`, plus (G, d) ``f``."""
+        """Base loss + ``weight`` x the Q term (+ ``instruction_weight`` x the IX term).
+
+        Tensors as in :meth:`InfIRLoss.forward`, plus (G, d) ``f`` (``query_negative_passage_embeddings``) and,
+        for the IX term, three (K, d) tensors: the query sides (I-, Q+) of the batch's instruction-negative
+        items, their own positives (hn1, excluded from the candidates) and their records' P+ (forbidden).
+        """
         base_hard = hard_negative_embeddings if self.base.uses_hard_negatives else None
         base_qneg = query_negative_embeddings if self.base.uses_query_negatives else None
         loss = self.base(
@@ -98,9 +126,19 @@ class PoisonedQueryLoss(ContrastiveLoss):
             query_negative_embeddings=base_qneg,
             **base_inputs,
         )
-        return loss + self.weight * self.poisoned_query_term(
+        loss = loss + self.weight * self.poisoned_query_term(
             passage_embeddings, query_negative_embeddings, query_negative_passage_embeddings, hard_negative_embeddings
         )
+        if self.instruction_weight:
+            loss = loss + self.instruction_weight * self.poisoned_query_term(
+                passage_embeddings,
+                poisoned_instruction_embeddings,
+                poisoned_instruction_forbidden_embeddings,
+                hard_negative_embeddings,
+                own_positives=poisoned_instruction_passage_embeddings,
+                names=("poisoned_instruction_embeddings", "poisoned_instruction_forbidden_embeddings"),
+            )
+        return loss
 
     def poisoned_query_term(
         self,
@@ -108,6 +146,8 @@ class PoisonedQueryLoss(ContrastiveLoss):
         poisoned: torch.Tensor | None,
         forbidden: torch.Tensor | None,
         hard_negatives: torch.Tensor | None = None,
+        own_positives: torch.Tensor | None = None,
+        names: tuple[str, str] = ("query_negative_embeddings", "query_negative_passage_embeddings"),
     ) -> torch.Tensor:
         """Mean of ``-log(1 - P_k)`` over the global batch (scaled for DDP like the base loss).
 
@@ -116,14 +156,23 @@ class PoisonedQueryLoss(ContrastiveLoss):
             poisoned: (G, d) poisoned query sides g, or None (no poisoned queries on this rank).
             forbidden: (G, d) the passage f_k each g_k must not retrieve (one of the batch's positives).
             hard_negatives: (H, d) extra candidate passages, or None.
+            own_positives: (G, d) a passage each g_k rightly retrieves, removed from its candidates (with any
+                candidate equal to it), so that P_k is f_k's probability among the passages g_k should rank
+                below it; None when the g_k have no passage of their own (poisoned queries).
+            names: the caller's names of ``poisoned`` and ``forbidden``, for error messages.
         """
         dim = passages.shape[1]
         if (poisoned is None) != (forbidden is None) or (
             poisoned is not None and (poisoned.shape != forbidden.shape or poisoned.dim() != 2)
         ):
             raise ValueError(
-                "query_negative_embeddings and query_negative_passage_embeddings: expected two (G, d) tensors "
-                f"of the same shape, got {_shape(poisoned)} and {_shape(forbidden)}"
+                f"{names[0]} and {names[1]}: expected two (G, d) tensors of the same shape, got "
+                f"{_shape(poisoned)} and {_shape(forbidden)}"
+            )
+        if own_positives is not None and (poisoned is None or own_positives.shape != poisoned.shape):
+            raise ValueError(
+                f"own positives: expected a (G, d) tensor like the poisoned ones {_shape(poisoned)}, "
+                f"got {_shape(own_positives)}"
             )
         empty = passages.new_zeros((0, dim))
         g = self.gather(poisoned if poisoned is not None else empty)
@@ -135,9 +184,15 @@ class PoisonedQueryLoss(ContrastiveLoss):
         dtype = torch.promote_types(p.dtype, torch.float32)
         g, f, candidates = g.to(dtype), f.to(dtype), torch.cat([p, h]).to(dtype)
         logits = g @ candidates.T * self.scale  # (G, N + H)
+        if own_positives is not None:
+            own = self.gather(own_positives).to(dtype)
+            # Exact equality: the own positive is one of the gathered candidates (same tensor values), so this
+            # finds its column on every rank without passing indices across ranks.
+            is_own = (candidates.unsqueeze(0) == own.unsqueeze(1)).all(dim=-1)  # (G, N + H)
+            logits = logits.masked_fill(is_own, float("-inf"))
         log_prob = (g * f).sum(dim=-1) * self.scale - torch.logsumexp(logits, dim=1)  # (G,) log P_k <= 0
         # -log(1 - P) = -log(-expm1(log P)); clamp keeps P == 1 (a lone candidate) finite
-        term = -torch.log((-torch.expm1(log_prob)).clamp_min(torch.finfo(dtype).tiny))
+        term = -torch.log((-torch.expm1(log_prob.clamp_max(0.0))).clamp_min(torch.finfo(dtype).tiny))
         return self.scale_for_ddp(term.mean())
 
 
@@ -150,3 +205,22 @@ def multi_p_i_iq_q(weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
     r"""ℓ^multi_{P,I,IQ} plus the poisoned-query ranking term (ours):
     ``l = ℓ^multi_{P,I,IQ} + weight · mean_k -log(1 - P(f_k | g_k))`` (see :mod:`inf_embed.losses.poisoned_query`)."""
     return PoisonedQueryLoss(InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=weight)
+
+
+@register_loss("multi:P+I+IQ+IX")
+def multi_p_i_iq_ix(instruction_weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
+    r"""ℓ^multi_{P,I,IQ} plus the poisoned-instruction ranking term (ours) alone: (I-, Q+) must rank its record's
+    P+ below the batch's passages other than its own hn1 (see :mod:`inf_embed.losses.poisoned_query`)."""
+    return PoisonedQueryLoss(
+        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=0.0, instruction_weight=instruction_weight
+    )
+
+
+@register_loss("multi:P+I+IQ+IX+Q")
+def multi_p_i_iq_ix_q(weight: float = 1.0, instruction_weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
+    r"""ℓ^multi_{P,I,IQ} plus both ranking terms (ours): the poisoned query (I+, Q-) and the poisoned instruction
+    (I-, Q+) must not retrieve their record's P+; for (I-, Q+) its own passage hn1 is left out of the candidates,
+    so P+ is pushed below the unrelated passages, not just below hn1 (see :mod:`inf_embed.losses.poisoned_query`)."""
+    return PoisonedQueryLoss(
+        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=weight, instruction_weight=instruction_weight
+    )

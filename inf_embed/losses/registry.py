@@ -18,7 +18,7 @@ _F = TypeVar("_F", bound=LossFactory)
 _REGISTRY: dict[str, LossFactory] = {}
 
 # Order of the terms in canonical names, as in the paper's table (P, then I, then IQ), then our Q.
-_TERM_ORDER = {"P": 0, "I": 1, "IQ": 2, "Q": 3}
+_TERM_ORDER = {"P": 0, "I": 1, "IQ": 2, "IX": 3, "Q": 4}
 
 
 def register_loss(name: str) -> Callable[[_F], _F]:

@@ -32,6 +32,8 @@ class TrainingArguments:
     Attributes:
         output_dir: folder for checkpoints (``checkpoint-<step>/``) and the final model (``model/``).
         loss: loss name (see ``inf_embed.losses.list_losses()``), e.g. ``"multi:P+I"`` (the paper's best).
+        loss_options: the loss's own numeric options as ``"NAME=VALUE[,NAME=VALUE]"`` (e.g.
+            ``"weight=0.5,instruction_weight=0.3"`` for ``multi:P+I+IQ+IX+Q``); see :meth:`loss_kwargs`.
         temperature: tau of the contrastive loss.
         num_instruction_variants: M, instruction variants per item for the I term (own instruction included).
         epochs: passes over the data (ignored when ``max_steps`` is set).
@@ -66,6 +68,9 @@ class TrainingArguments:
 
     output_dir: str = _opt("output", "output folder: checkpoint-<step>/ and the final model/", "--output")
     loss: str = _opt("multi:P+I", "loss name, e.g. multi:P+I, uni:P (see inf_embed.losses.list_losses())")
+    loss_options: str | None = _opt(
+        None, "the loss's own options, NAME=VALUE[,NAME=VALUE] numbers, e.g. weight=0.5,instruction_weight=0.3"
+    )
     temperature: float = _opt(0.05, "temperature tau of the contrastive loss")
     num_instruction_variants: int = _opt(6, "instruction variants per item for the I term (M, own included)")
     epochs: float = _opt(1.0, "passes over the training data (ignored when --max-steps is set)")
@@ -122,6 +127,7 @@ class TrainingArguments:
                 raise ValueError(
                     f"trainable_parameters: {self.trainable_parameters!r} is not a valid regular expression ({error})"
                 ) from None
+        self.loss_kwargs()  # raises on a malformed value
         _finite(self, "temperature", minimum=0.0, strict=True)
         _finite(self, "epochs", minimum=0.0, strict=True)
         _finite(self, "weight_decay", minimum=0.0)
@@ -135,6 +141,29 @@ class TrainingArguments:
             _finite(self, "max_grad_norm", minimum=0.0)
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ValueError(f"output_dir: expected a non-empty path, got {self.output_dir!r}")
+
+    def loss_kwargs(self) -> dict[str, float]:
+        """``loss_options`` parsed: ``"weight=0.5,instruction_weight=0.3"`` -> ``{"weight": 0.5, ...}``."""
+        if self.loss_options is None:
+            return {}
+        if not isinstance(self.loss_options, str):
+            raise ValueError(
+                f"loss_options: expected a string NAME=VALUE[,NAME=VALUE] or None, got {self.loss_options!r}"
+            )
+        options: dict[str, float] = {}
+        for part in self.loss_options.split(","):
+            name, sep, value = (piece.strip() for piece in part.partition("="))
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not sep or not name.isidentifier() or not math.isfinite(number) or name in options:
+                raise ValueError(
+                    f"loss_options: {part.strip()!r} in {self.loss_options!r} is not NAME=NUMBER "
+                    "(a distinct identifier and a finite number), e.g. 'weight=0.5,instruction_weight=0.3'"
+                )
+            options[name] = number
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (JSON-serialisable)."""

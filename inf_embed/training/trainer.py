@@ -340,6 +340,13 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
             inputs["query_negative_embeddings"] = pairs[plan.query_negative_pairs]
         if getattr(loss, "uses_query_negative_passages", False):
             inputs["query_negative_passage_embeddings"] = passages[plan.query_negative_passage_rows]
+        if getattr(loss, "uses_instruction_negative_items", False):
+            own_rows, forbidden_rows = _instruction_negative_rows(plan.text)
+            own = torch.as_tensor(own_rows, dtype=torch.long, device=passages.device)
+            forbidden = torch.as_tensor(forbidden_rows, dtype=torch.long, device=passages.device)
+            inputs["poisoned_instruction_embeddings"] = inputs["query_embeddings"][own]
+            inputs["poisoned_instruction_passage_embeddings"] = inputs["passage_embeddings"][own]
+            inputs["poisoned_instruction_forbidden_embeddings"] = inputs["passage_embeddings"][forbidden]
         if getattr(loss, "uses_instruction_variants", False):
             variants = plan.text.variants
             if plan.variant_pairs is None or variants is None:
@@ -352,6 +359,18 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
         return inputs
 
     return head
+
+
+def _instruction_negative_rows(text: TextBatch) -> tuple[list[int], list[int]]:
+    """Item rows of the (I-, Q+, hn1) items whose record also has its (I+, Q+, P+) item in the batch, and the
+    rows of those P+ items (the passage each (I-, Q+) must not retrieve)."""
+    positive_of = {r: i for i, (kind, r) in enumerate(zip(text.kinds, text.record_index)) if kind == "positive"}
+    pairs = [
+        (i, positive_of[r])
+        for i, (kind, r) in enumerate(zip(text.kinds, text.record_index))
+        if kind == "instruction_negative" and r in positive_of
+    ]
+    return [i for i, _ in pairs], [j for _, j in pairs]
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -409,7 +428,15 @@ class Trainer:
             train_data = load_triplets(train_data)
         self.train_data: Sequence[TripletExample] = train_data
         if isinstance(loss, str) or loss is None:
-            loss = get_loss(loss or args.loss, temperature=args.temperature)
+            name, options = loss or args.loss, args.loss_kwargs()
+            try:
+                loss = get_loss(name, temperature=args.temperature, **options)
+            except TypeError as error:  # an option the loss's factory does not take
+                raise ValueError(f"loss_options: loss {name!r} does not accept {sorted(options)} ({error})") from None
+        elif args.loss_options is not None:
+            raise ValueError(
+                "loss_options: only applies to a loss given by name; a loss object carries its own options"
+            )
         self.loss = loss
         self.evaluator = evaluator
         self.world_size = get_world_size()

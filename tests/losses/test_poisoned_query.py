@@ -78,3 +78,52 @@ def test_no_poisoned_queries_gives_the_base_loss_and_bad_shapes_name_the_argumen
         loss(**inputs, query_negative_passage_embeddings=None)
     with pytest.raises(ValueError, match="weight"):
         get_loss("multi:P+I+IQ+Q", weight=-1.0)
+
+
+def _ix_reference(p, hard, g, forbidden_rows, own_rows, tau):
+    """Per poisoned instruction: softmax over [p ‖ hard] without its own positive, P(forbidden), -log(1 - P)."""
+    candidates = torch.cat([p, hard])
+    out = []
+    for k in range(g.shape[0]):
+        scores = {c: float(g[k] @ candidates[c]) / tau for c in range(len(candidates)) if c != own_rows[k]}
+        z = sum(math.exp(s) for s in scores.values())
+        out.append(-math.log(1 - math.exp(scores[forbidden_rows[k]]) / z))
+    return sum(out) / len(out)
+
+
+def test_poisoned_instruction_term_leaves_out_its_own_positive_and_adds_to_the_loss():
+    inputs = make_inputs(seed=4, rows=6, qneg=2)
+    p, q = inputs["passage_embeddings"], inputs["query_embeddings"]
+    q_forbidden = p[[0, 1]]
+    own_rows, forbidden_rows = [3, 5], [2, 4]  # items 3 and 5 are (I-, Q+, hn1) of the records of items 2 and 4
+    ix_inputs = {
+        "poisoned_instruction_embeddings": q[own_rows],
+        "poisoned_instruction_passage_embeddings": p[own_rows],
+        "poisoned_instruction_forbidden_embeddings": p[forbidden_rows],
+    }
+    loss = get_loss("multi:P+I+IQ+IX+Q", weight=0.5, instruction_weight=0.3)
+    assert loss.name == "multi:P+I+IQ+IX+Q" and loss.uses_instruction_negative_items
+    assert loss.get_config_dict()["poisoned_instruction_weight"] == 0.3
+    value = loss(**inputs, query_negative_passage_embeddings=q_forbidden, **ix_inputs)
+    q_only = get_loss("multi:P+I+IQ+Q", weight=0.5)(**inputs, query_negative_passage_embeddings=q_forbidden)
+    hard = inputs["hard_negative_embeddings"]
+    expected_ix = _ix_reference(p, hard, q[own_rows], forbidden_rows, own_rows, 0.05)
+    assert float(value) == pytest.approx(float(q_only) + 0.3 * expected_ix, rel=1e-9)
+    # the own positive really is left out: including it gives a different (smaller) term
+    with_own = _term_reference(p, hard, q[own_rows], forbidden_rows, 0.05)
+    assert with_own < expected_ix
+    ix_only = get_loss("multi:P+I+IQ+IX")
+    assert ix_only.name == "multi:P+I+IQ+IX" and ix_only.weight == 0.0
+    base = get_loss("multi:P+I+IQ")(**inputs)
+    got = ix_only(**inputs, query_negative_passage_embeddings=q_forbidden, **ix_inputs)
+    assert float(got) == pytest.approx(float(base) + expected_ix, rel=1e-9)
+
+
+def test_poisoned_instruction_term_checks_its_inputs():
+    inputs = make_inputs(seed=5, rows=4, qneg=1)
+    p, q = inputs["passage_embeddings"], inputs["query_embeddings"]
+    loss = get_loss("multi:P+I+IQ+IX", instruction_weight=1.0)
+    with pytest.raises(ValueError, match="own positives"):
+        loss.poisoned_query_term(p, q[[1]], p[[0]], own_positives=p[[1, 2]])
+    with pytest.raises(ValueError, match="instruction_weight"):
+        get_loss("multi:P+I+IQ+IX", instruction_weight=float("nan"))

@@ -35,7 +35,13 @@ def _loss_and_grads(model, loss, chunk_size):
 
 
 @pytest.mark.parametrize(
-    ("fusion", "loss_name"), [("attention", "multi:P+I+IQ"), ("concat", "uni:P+I+IQ"), ("concat", "multi:P+I+IQ+Q")]
+    ("fusion", "loss_name"),
+    [
+        ("attention", "multi:P+I+IQ"),
+        ("concat", "uni:P+I+IQ"),
+        ("concat", "multi:P+I+IQ+Q"),
+        ("concat", "multi:P+I+IQ+IX+Q"),
+    ],
 )
 def test_cached_loss_equals_uncached_loss_and_gradients(tiny_model_dir, fusion, loss_name):
     model = tiny(tiny_model_dir, fusion).eval()  # no dropout: the two runs see the same network

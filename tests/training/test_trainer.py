@@ -250,7 +250,55 @@ def test_poisoned_query_loss_gets_each_poisoned_query_its_records_positive(tiny_
     assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
 
 
+def test_poisoned_instruction_term_gets_each_instruction_negative_item_its_records_positive(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat").eval()
+    loss = get_loss("multi:P+I+IQ+IX+Q", weight=0.5, instruction_weight=1.0)
+    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
+    plan = plan_batch(model, text, loss)
+    with torch.no_grad():
+        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+    by_record = {r.instruction_negative: r for r in records(4)}
+    own = [i for i, kind in enumerate(text.kinds) if kind == "instruction_negative"]
+    assert len(own) == 4 and inputs["poisoned_instruction_embeddings"].shape[0] == 4
+    pairs = [(text.instructions[i], text.queries[i]) for i in own]
+    expected_q = model.encode_query([q for _, q in pairs], instruction=[i for i, _ in pairs], convert_to_tensor=True)
+    expected_own = model.encode_document(
+        [by_record[i].instruction_negative_passage for i, _ in pairs], convert_to_tensor=True
+    )
+    expected_forbidden = model.encode_document([by_record[i].positive for i, _ in pairs], convert_to_tensor=True)
+    torch.testing.assert_close(inputs["poisoned_instruction_embeddings"], expected_q, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(inputs["poisoned_instruction_passage_embeddings"], expected_own, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        inputs["poisoned_instruction_forbidden_embeddings"], expected_forbidden, rtol=1e-4, atol=1e-5
+    )
+    model.train()
+    out = Trainer(model, _args(tmp_path, max_steps=2), records(6), loss=loss).train()
+    assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
+
+
 def test_head_learning_rate_must_be_a_positive_number(tmp_path):
     for bad in (0.0, -1e-3, float("nan"), "fast"):
         with pytest.raises(ValueError, match="head_learning_rate"):
             TrainingArguments(output_dir=str(tmp_path), head_learning_rate=bad)
+
+
+def test_loss_options_reach_the_named_loss_and_bad_ones_name_the_field(tiny_model_dir, tmp_path):
+    args = TrainingArguments(
+        output_dir=str(tmp_path), loss="multi:P+I+IQ+IX+Q", loss_options="weight=0.25, instruction_weight=2"
+    )
+    assert args.loss_kwargs() == {"weight": 0.25, "instruction_weight": 2.0}
+    trainer = Trainer(tiny(tiny_model_dir, "concat"), args, records(2))
+    assert (trainer.loss.weight, trainer.loss.instruction_weight) == (0.25, 2.0)
+    for bad in ("weight", "weight=x", "weight=inf", "1a=2", "weight=1,weight=2", 3):
+        with pytest.raises(ValueError, match="loss_options"):
+            TrainingArguments(output_dir=str(tmp_path), loss_options=bad)
+    unknown = TrainingArguments(output_dir=str(tmp_path), loss="multi:P+I", loss_options="weight=1")
+    with pytest.raises(ValueError, match="loss_options: loss 'multi:P\\+I' does not accept \\['weight'\\]"):
+        Trainer(tiny(tiny_model_dir, "concat"), unknown, records(2))
+    with pytest.raises(ValueError, match="loss_options: only applies"):
+        Trainer(
+            tiny(tiny_model_dir, "concat"),
+            args,
+            records(2),
+            loss=get_loss("multi:P+I"),
+        )
