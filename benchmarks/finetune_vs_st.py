@@ -10,9 +10,9 @@ default: the preset's), then are evaluated with the same evaluators:
 - sentence-transformers (the peer, what a user does today): rows ``(Q+ I+, P+, D-)`` and ``(Q+ I-, D-, P+)``, the
   instruction appended to the query, ``MultipleNegativesRankingLoss`` (scale 20), every weight trained at
   ``--st-lr`` (default 2e-5), default random row sampler;
-- inf_embed: the preset's recipe (``inf_embed.training.presets``; for ``default``: anchored fusion, loss
-  ``multi:P+I+IQ`` with the poisoned query (I+, Q-) as a negative, attention weights only), exactly what
-  ``inf-embed train --preset default`` runs.
+- inf_embed: ``inf-embed train --preset NAME`` itself, run in-process with the same data, seed, batch and epochs
+  (the preset's recipe: ``inf_embed.training.presets``); ``--save-ours DIR`` keeps its output folder, whose
+  ``delta/`` is what ships as ``inf_embed/resources/default_model``.
 
 Evaluations (``--tasks``): ``infir`` = ``infir-marco/dev.jsonl`` with its 400 passages as the corpus (p-MRR for an
 instruction change and a query change, paired accuracy, nDCG@10); ``infir_x`` = the same records with the 1,743
@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -115,18 +116,24 @@ def _st_train(records, args, epochs: float, out_dir: str) -> tuple[object, float
     return model, time.perf_counter() - start
 
 
-def _ours_train(records, args, epochs: float, out_dir: str) -> tuple[object, float]:
+def _ours_train(records_path: Path, args, epochs: float, limit: int | None, out_dir: str) -> tuple[object, float]:
+    """Run ``inf-embed train --preset NAME`` itself (in-process), so that this row, and with ``--save-ours`` the
+    delta it writes, are exactly what the command produces; returns the trained model and its training seconds."""
     from inf_embed import InfEmbed
-    from inf_embed.model import default_model_path
-    from inf_embed.training import Trainer, TrainingArguments
-    from inf_embed.training.presets import get_preset
+    from inf_embed.cli.main import main as cli
 
-    preset = get_preset(args.preset)
-    model = InfEmbed(default_model_path(), **preset.model_overrides)
-    training = {**preset.training, "epochs": epochs, "seed": args.seed, "batch_size": BATCH_RECORDS}
-    training_args = TrainingArguments(output_dir=out_dir, show_progress_bar=False, logging_steps=10, **training)
-    out = Trainer(model, training_args, records).train()
-    return model, out.train_seconds
+    argv = ["train", "--preset", args.preset, "--data", str(records_path), "--output", out_dir]
+    argv += ["--epochs", repr(epochs), "--seed", str(args.seed), "--batch-size", str(BATCH_RECORDS)]
+    argv += ["--no-show-progress-bar", "--logging-steps", "10"] + ([] if limit is None else ["--limit", str(limit)])
+    start = time.perf_counter()
+    if cli(argv) != 0:
+        raise RuntimeError(f"inf-embed {' '.join(argv)} failed")
+    seconds = time.perf_counter() - start
+    delta_config = os.path.join(out_dir, "delta", "inf_embed_delta.json")
+    if os.path.exists(delta_config):  # the trainer's own clock, without data and model loading
+        with open(delta_config, encoding="utf-8") as handle:
+            seconds = float(json.load(handle)["metadata"]["train_seconds"])
+    return InfEmbed(os.path.join(out_dir, "model")), seconds
 
 
 def markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
@@ -150,7 +157,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--skip-before", action="store_true", help="do not evaluate the untrained model")
     parser.add_argument("--skip-st", action="store_true", help="do not train the sentence-transformers side")
-    parser.add_argument("--save-ours", default=None, help="also save our trained model to this folder")
+    parser.add_argument(
+        "--save-ours", default=None, help="also keep our run's output folder (model/ and, for a preset, delta/) here"
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -171,7 +180,8 @@ def main() -> None:
     preset = get_preset(args.preset)
     epochs = args.epochs if args.epochs is not None else float(preset.training.get("epochs", 1.0))
     limit = None if args.max_steps is None else args.max_steps * BATCH_RECORDS
-    records = load_triplets(args.data_root / "infir-marco" / "train.jsonl", limit=limit)
+    records_path = args.data_root / "infir-marco" / "train.jsonl"
+    records = load_triplets(records_path, limit=limit)
     evaluators = build_evaluators(args.data_root, tasks)
     print(
         f"# {len(records)} records, {epochs:g} epochs, batch {BATCH_RECORDS} records, seed {args.seed}, preset "
@@ -208,10 +218,11 @@ def main() -> None:
                 },
                 ConcatInstructionEncoder(st_model),
             )
-        ours, our_seconds = _ours_train(records, args, epochs, os.path.join(tmp, "ours"))
+        ours_dir = os.path.join(tmp, "ours")
+        ours, our_seconds = _ours_train(records_path, args, epochs, limit, ours_dir)
         add({"model": f"inf_embed --preset {args.preset} ({epochs:g} ep)", "train_seconds": our_seconds}, ours)
         if args.save_ours:
-            ours.save_pretrained(args.save_ours)
+            shutil.copytree(ours_dir, args.save_ours, dirs_exist_ok=True)
     print()
     print(markdown(rows, tasks))
     if args.json:
