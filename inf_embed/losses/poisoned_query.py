@@ -200,20 +200,25 @@ def _shape(value: torch.Tensor | None) -> str:
     return "None" if value is None else str(tuple(value.shape))
 
 
+def _full_objective_plus(weight: float, instruction_weight: float, **kwargs: Any) -> PoisonedQueryLoss:
+    """The paper's full objective ``multi:P+I+IQ`` plus our ranking terms at the given weights."""
+    return PoisonedQueryLoss(
+        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=weight, instruction_weight=instruction_weight
+    )
+
+
 @register_loss("multi:P+I+IQ+Q")
 def multi_p_i_iq_q(weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
     r"""ℓ^multi_{P,I,IQ} plus the poisoned-query ranking term (ours):
     ``l = ℓ^multi_{P,I,IQ} + weight · mean_k -log(1 - P(f_k | g_k))`` (see :mod:`inf_embed.losses.poisoned_query`)."""
-    return PoisonedQueryLoss(InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=weight)
+    return _full_objective_plus(weight, 0.0, **kwargs)
 
 
 @register_loss("multi:P+I+IQ+IX")
 def multi_p_i_iq_ix(instruction_weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
     r"""ℓ^multi_{P,I,IQ} plus the poisoned-instruction ranking term (ours) alone: (I-, Q+) must rank its record's
     P+ below the batch's passages other than its own hn1 (see :mod:`inf_embed.losses.poisoned_query`)."""
-    return PoisonedQueryLoss(
-        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=0.0, instruction_weight=instruction_weight
-    )
+    return _full_objective_plus(0.0, instruction_weight, **kwargs)
 
 
 @register_loss("multi:P+I+IQ+IX+Q")
@@ -221,6 +226,4 @@ def multi_p_i_iq_ix_q(weight: float = 1.0, instruction_weight: float = 1.0, **kw
     r"""ℓ^multi_{P,I,IQ} plus both ranking terms (ours): the poisoned query (I+, Q-) and the poisoned instruction
     (I-, Q+) must not retrieve their record's P+; for (I-, Q+) its own passage hn1 is left out of the candidates,
     so P+ is pushed below the unrelated passages, not just below hn1 (see :mod:`inf_embed.losses.poisoned_query`)."""
-    return PoisonedQueryLoss(
-        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=weight, instruction_weight=instruction_weight
-    )
+    return _full_objective_plus(weight, instruction_weight, **kwargs)
