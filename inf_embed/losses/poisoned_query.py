@@ -20,6 +20,10 @@ to P+'s probability among the rest, pushing P+ below the passages the instructio
 ``P_k = e^{s(g_k, f_k)} / Σ_{c ≠ hn1_k} e^{s(g_k, c)}``,   ``g_k = enc(Q+_k ⊕ I-_k)``,  ``f_k = P+_k``,
 
 weighted by ``instruction_weight``.
+
+``passage_gradient`` in [0, 1] scales the gradient that both terms send into the passage embeddings (candidates
+and ``f_k``); 0 detaches them, so the terms move only the poisoned query sides and leave the passage geometry to
+the base loss.
 """
 
 from __future__ import annotations
@@ -43,20 +47,32 @@ class PoisonedQueryLoss(ContrastiveLoss):
 
     Args:
         base: the InF-IR loss to extend (its temperature and gathering are used for the term too).
-        weight: the term's weight (>= 0).
+        weight: the Q term's weight (>= 0).
+        instruction_weight: the IX term's weight (>= 0).
+        passage_gradient: share in [0, 1] of the terms' gradient that reaches the passage embeddings (0: the
+            terms shape only the poisoned query sides).
 
     Raises:
-        ValueError: ``weight`` is negative or not finite.
+        ValueError: a weight is negative or not finite, or ``passage_gradient`` is outside [0, 1].
     """
 
-    def __init__(self, base: InfIRLoss, weight: float = 1.0, instruction_weight: float = 0.0) -> None:
+    def __init__(
+        self, base: InfIRLoss, weight: float = 1.0, instruction_weight: float = 0.0, passage_gradient: float = 1.0
+    ) -> None:
         super().__init__(base.temperature, gather_across_ranks=base.gather_across_ranks)
         for label, value in (("weight", weight), ("instruction_weight", instruction_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise ValueError(f"{label}: expected a finite number >= 0, got {value!r}")
+        if (
+            isinstance(passage_gradient, bool)
+            or not isinstance(passage_gradient, (int, float))
+            or not (0 <= passage_gradient <= 1)
+        ):
+            raise ValueError(f"passage_gradient: expected a number in [0, 1], got {passage_gradient!r}")
         self.base = base
         self.weight = float(weight)
         self.instruction_weight = float(instruction_weight)
+        self.passage_gradient = float(passage_gradient)
 
     @property
     def name(self) -> str:
@@ -94,6 +110,8 @@ class PoisonedQueryLoss(ContrastiveLoss):
         config = {**self.base.get_config_dict(), "poisoned_query_weight": self.weight}
         if self.instruction_weight:
             config["poisoned_instruction_weight"] = self.instruction_weight
+        if self.passage_gradient != 1.0:
+            config["poisoned_term_passage_gradient"] = self.passage_gradient
         return config
 
     def forward(
@@ -183,6 +201,7 @@ class PoisonedQueryLoss(ContrastiveLoss):
             return passages.sum() * 0.0  # keeps the graph (and DDP's expectations) intact
         dtype = torch.promote_types(p.dtype, torch.float32)
         g, f, candidates = g.to(dtype), f.to(dtype), torch.cat([p, h]).to(dtype)
+        f, candidates = self._scale_passage_gradient(f), self._scale_passage_gradient(candidates)
         logits = g @ candidates.T * self.scale  # (G, N + H)
         if own_positives is not None:
             own = self.gather(own_positives).to(dtype)
@@ -195,15 +214,29 @@ class PoisonedQueryLoss(ContrastiveLoss):
         term = -torch.log((-torch.expm1(log_prob.clamp_max(0.0))).clamp_min(torch.finfo(dtype).tiny))
         return self.scale_for_ddp(term.mean())
 
+    def _scale_passage_gradient(self, passages: torch.Tensor) -> torch.Tensor:
+        """Same values; the gradient flowing back through them is multiplied by ``passage_gradient``."""
+        if self.passage_gradient == 1.0:
+            return passages
+        detached = passages.detach()
+        if self.passage_gradient == 0.0:
+            return detached
+        return detached + self.passage_gradient * (passages - detached)
+
 
 def _shape(value: torch.Tensor | None) -> str:
     return "None" if value is None else str(tuple(value.shape))
 
 
-def _full_objective_plus(weight: float, instruction_weight: float, **kwargs: Any) -> PoisonedQueryLoss:
+def _full_objective_plus(
+    weight: float, instruction_weight: float, passage_gradient: float = 1.0, **kwargs: Any
+) -> PoisonedQueryLoss:
     """The paper's full objective ``multi:P+I+IQ`` plus our ranking terms at the given weights."""
     return PoisonedQueryLoss(
-        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs), weight=weight, instruction_weight=instruction_weight
+        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs),
+        weight=weight,
+        instruction_weight=instruction_weight,
+        passage_gradient=passage_gradient,
     )
 
 

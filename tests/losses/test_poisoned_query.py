@@ -127,3 +127,38 @@ def test_poisoned_instruction_term_checks_its_inputs():
         loss.poisoned_query_term(p, q[[1]], p[[0]], own_positives=p[[1, 2]])
     with pytest.raises(ValueError, match="instruction_weight"):
         get_loss("multi:P+I+IQ+IX", instruction_weight=float("nan"))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_passage_gradient_scales_only_the_terms_gradient_into_the_passages(share):
+    inputs = make_inputs(seed=6, rows=5, qneg=2)
+    forbidden_rows = [1, 4]
+
+    def passage_and_query_grads(loss, base_only=False):
+        p = inputs["passage_embeddings"].clone().requires_grad_(True)
+        g = inputs["query_negative_embeddings"].clone().requires_grad_(True)
+        kwargs = {**inputs, "passage_embeddings": p, "query_negative_embeddings": g}
+        if base_only:
+            value = loss(**kwargs)
+        else:
+            value = loss(**kwargs, query_negative_passage_embeddings=p[forbidden_rows])
+        value.backward()
+        return value.detach(), p.grad, g.grad
+
+    scaled = get_loss("multi:P+I+IQ+Q", weight=0.5, passage_gradient=share)
+    full = get_loss("multi:P+I+IQ+Q", weight=0.5)
+    value, p_grad, g_grad = passage_and_query_grads(scaled)
+    full_value, full_p_grad, full_g_grad = passage_and_query_grads(full)
+    _, base_p_grad, _ = passage_and_query_grads(get_loss("multi:P+I+IQ"), base_only=True)
+    # same loss value and the same gradient on the poisoned query sides ...
+    assert float(value) == pytest.approx(float(full_value), rel=1e-12)
+    torch.testing.assert_close(g_grad, full_g_grad)
+    # ... while the term's share of the passage gradient is scaled (the base loss's is untouched)
+    torch.testing.assert_close(p_grad - base_p_grad, share * (full_p_grad - base_p_grad))
+    assert (scaled.get_config_dict().get("poisoned_term_passage_gradient", 1.0)) == share
+
+
+def test_passage_gradient_outside_zero_one_is_an_error():
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="passage_gradient"):
+            get_loss("multi:P+I+IQ+IX+Q", passage_gradient=bad)
