@@ -28,6 +28,7 @@ the base loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -60,15 +61,14 @@ class PoisonedQueryLoss(ContrastiveLoss):
         self, base: InfIRLoss, weight: float = 1.0, instruction_weight: float = 0.0, passage_gradient: float = 1.0
     ) -> None:
         super().__init__(base.temperature, gather_across_ranks=base.gather_across_ranks)
-        for label, value in (("weight", weight), ("instruction_weight", instruction_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                raise ValueError(f"{label}: expected a finite number >= 0, got {value!r}")
-        if (
-            isinstance(passage_gradient, bool)
-            or not isinstance(passage_gradient, (int, float))
-            or not (0 <= passage_gradient <= 1)
+        for label, value, upper, expected in (
+            ("weight", weight, math.inf, "a finite number >= 0"),
+            ("instruction_weight", instruction_weight, math.inf, "a finite number >= 0"),
+            ("passage_gradient", passage_gradient, 1.0, "a number in [0, 1]"),
         ):
-            raise ValueError(f"passage_gradient: expected a number in [0, 1], got {passage_gradient!r}")
+            number = not isinstance(value, bool) and isinstance(value, (int, float))
+            if not number or not 0 <= value <= upper or math.isinf(value):  # NaN fails 0 <= value
+                raise ValueError(f"{label}: expected {expected}, got {value!r}")
         self.base = base
         self.weight = float(weight)
         self.instruction_weight = float(instruction_weight)
