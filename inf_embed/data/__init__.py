@@ -10,6 +10,7 @@ from inf_embed.data.triplets import (
     TripletItem,
     known_columns,
     load_triplets,
+    with_plain_queries,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "known_columns",
     "load_triplets",
     "sample_instruction_variants",
+    "with_plain_queries",
 ]

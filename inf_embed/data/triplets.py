@@ -53,6 +53,7 @@ __all__ = [
     "TripletItem",
     "known_columns",
     "load_triplets",
+    "with_plain_queries",
 ]
 
 ItemKind = Literal["positive", "instruction_negative", "query_negative"]
@@ -507,3 +508,31 @@ def _parse_negatives(value: object, is_list_column: bool, location: str, column:
         if item.strip():
             negatives.append(item)
     return negatives
+
+
+def with_plain_queries(examples: Sequence[TripletExample]) -> TripletDataset:
+    """The records, then one plain-query record ``("", Q+, P+)`` per record that has an instruction.
+
+    Training on instructed queries alone moves the query side away from what the backbone does for a query
+    without instruction (BEIR / MTEB retrieval, ``encode_query`` with no ``instruction``). The plain records
+    keep that case in the training signal: the query alone must still retrieve its passage. They carry no
+    negatives (a plain hard negative of (I+, Q+), or hn1, may well answer Q+ without the instruction) and become
+    records of their own, so they fall into other batches than their instructed record. A (query, positive)
+    pair seen twice gives one plain record.
+
+    Args:
+        examples: the training records.
+
+    Returns:
+        ``len(examples)`` records plus at most as many plain ones (id ``"<id>-plain"`` when the record has one).
+    """
+    plain: list[TripletExample] = []
+    seen: set[tuple[str, str]] = {(e.query, e.positive) for e in examples if not e.instruction}
+    for example in examples:
+        key = (example.query, example.positive)
+        if example.instruction and key not in seen:
+            seen.add(key)
+            record_id = None if example.id is None else f"{example.id}-plain"
+            plain.append(TripletExample(instruction="", query=example.query, positive=example.positive, id=record_id))
+    source = getattr(examples, "source", "<memory>")
+    return TripletDataset([*examples, *plain], num_skipped=getattr(examples, "num_skipped", 0), source=source)

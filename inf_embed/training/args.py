@@ -34,6 +34,9 @@ class TrainingArguments:
         loss: loss name (see ``inf_embed.losses.list_losses()``), e.g. ``"multi:P+I"`` (the paper's best).
         loss_options: the loss's own numeric options as ``"NAME=VALUE[,NAME=VALUE]"`` (e.g.
             ``"weight=0.5,instruction_weight=0.3"`` for ``multi:P+I+IQ+IX+Q``); see :meth:`loss_kwargs`.
+        plain_queries: also train each record's query without its instruction, ``("", Q+, P+)``, as a record of
+            its own (:func:`inf_embed.data.with_plain_queries`), so that queries without instruction keep
+            retrieving their passages.
         temperature: tau of the contrastive loss.
         num_instruction_variants: M, instruction variants per item for the I term (own instruction included).
         epochs: passes over the data (ignored when ``max_steps`` is set).
@@ -71,6 +74,7 @@ class TrainingArguments:
     loss_options: str | None = _opt(
         None, "the loss's own options, NAME=VALUE[,NAME=VALUE] numbers, e.g. weight=0.5,instruction_weight=0.3"
     )
+    plain_queries: bool = _opt(False, "also train each record's query without its instruction (Q+ -> P+) as a record")
     temperature: float = _opt(0.05, "temperature tau of the contrastive loss")
     num_instruction_variants: int = _opt(6, "instruction variants per item for the I term (M, own included)")
     epochs: float = _opt(1.0, "passes over the training data (ignored when --max-steps is set)")
@@ -127,6 +131,8 @@ class TrainingArguments:
                 raise ValueError(
                     f"trainable_parameters: {self.trainable_parameters!r} is not a valid regular expression ({error})"
                 ) from None
+        if not isinstance(self.plain_queries, bool):
+            raise ValueError(f"plain_queries: expected True or False, got {self.plain_queries!r}")
         self.loss_kwargs()  # raises on a malformed value
         _finite(self, "temperature", minimum=0.0, strict=True)
         _finite(self, "epochs", minimum=0.0, strict=True)

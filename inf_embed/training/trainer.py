@@ -39,7 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inf_embed.data import TextBatch, TripletDataset, TripletExample, build_text_batch, load_triplets
+from inf_embed.data import (
+    TextBatch,
+    TripletDataset,
+    TripletExample,
+    build_text_batch,
+    load_triplets,
+    with_plain_queries,
+)
 from inf_embed.encode import _resolve_prompt, tokenize, tokenize_pairs
 from inf_embed.losses import ContrastiveLoss, get_loss
 from inf_embed.losses.cached import CachedLoss
@@ -426,6 +433,8 @@ class Trainer:
             isinstance(train_data, Sequence) and all(isinstance(x, TripletExample) for x in train_data[:1])
         ):
             train_data = load_triplets(train_data)
+        if args.plain_queries:
+            train_data = with_plain_queries(train_data)
         self.train_data: Sequence[TripletExample] = train_data
         if isinstance(loss, str) or loss is None:
             name, options = loss or args.loss, args.loss_kwargs()

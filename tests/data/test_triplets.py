@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from inf_embed.data import TripletDataset, TripletExample, TripletFormatError, known_columns, load_triplets
+from inf_embed.data import (
+    TripletDataset,
+    TripletExample,
+    TripletFormatError,
+    known_columns,
+    load_triplets,
+    with_plain_queries,
+)
 
 DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "infir-marco"
 
@@ -278,3 +285,24 @@ def test_real_infir_marco_splits_load_without_errors() -> None:
     assert all(e.query_negative_passage is None and e.instruction_negative_passage for e in train)
     assert len(train.items()) == 2 * 1243
     assert train[0].id and train[0].id.startswith("msmarco-")
+
+
+def test_with_plain_queries_appends_one_plain_record_per_instructed_record() -> None:
+    data = load_triplets(
+        [
+            INFIR_RECORD,
+            {**SIMPLE_RECORD, "id": "s"},
+            {**SIMPLE_RECORD, "instruction": "another instruction"},  # same (query, positive): no second plain
+            {"instruction": "", "query": "bare", "positive": "pb"},  # already plain: nothing added
+        ]
+    )
+    out = with_plain_queries(data)
+    assert isinstance(out, TripletDataset) and list(out[:4]) == list(data)
+    assert [(e.instruction, e.query, e.positive, e.negatives, e.id) for e in out[4:]] == [
+        ("", "q+", "p+", (), "r1-plain"),
+        ("", "q", "p", (), "s-plain"),
+    ]
+    plain = out[4]
+    assert plain.instruction_negative is None and plain.query_negative is None
+    assert [item.kind for item in plain.items()] == ["positive"]
+    assert len(with_plain_queries([])) == 0

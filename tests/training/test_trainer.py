@@ -176,6 +176,19 @@ def test_accumulation_bf16_checkpointing_and_cache_train_and_save_a_loadable_mod
     assert reloaded.config.fusion == "concat"
 
 
+def test_plain_queries_add_a_plain_record_per_record_and_train(tiny_model_dir, tmp_path):
+    data = records(4)
+    trainer = Trainer(tiny(tiny_model_dir, "concat"), _args(tmp_path, plain_queries=True, max_steps=2), data)
+    assert len(trainer.train_data) == 8
+    assert [(e.instruction, e.query, e.positive) for e in trainer.train_data[4:]] == [
+        ("", e.query, e.positive) for e in data
+    ]
+    assert trainer.train().global_step == 2
+    assert len(Trainer(tiny(tiny_model_dir), _args(tmp_path), data).train_data) == 4
+    with pytest.raises(ValueError, match="plain_queries"):
+        _args(tmp_path, plain_queries="yes")
+
+
 def test_partial_checkpoint_folders_are_ignored(tmp_path):
     os.makedirs(tmp_path / ".checkpoint-5.tmp-abc")
     os.makedirs(tmp_path / "checkpoint-7")  # no trainer_state.pt: incomplete
