@@ -10,7 +10,7 @@ corpus index, exactly the backbone's. inf_embed has no such model type yet, so t
 preset's recipe (``inf_embed.training.presets["default"]``: concat fusion, attention weights only, batch 16 records,
 10 % warm-up, seed 42; ``--loss``/``--loss-options``/``--lr``/``--epochs`` override it): during training the
 trainer's ``passages`` group is encoded by a frozen copy of the start backbone under ``torch.no_grad``, and at
-evaluation ``encode_document`` runs on that copy too. It then prints one row of the issue-6 evaluators of
+evaluation ``encode_document`` runs on that copy too. It then prints the row of the issue-6 evaluators of
 ``benchmarks/finetune_vs_st.py`` (InF-IR dev, +msmarco passages, SciFact, NevIR dev).
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import COLUMNS, DATA_ROOT, build_evaluators, evaluate  # noqa: E402
+from finetune_vs_st import DATA_ROOT, TASKS, build_evaluators, evaluate, markdown  # noqa: E402
 
 
 @contextmanager
@@ -117,12 +117,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         **metrics,
     }
-    cells = []
-    for task, metric, scale, title in COLUMNS:
-        value = metrics.get(task, {}).get(metric)
-        cells.append(f"{title} {'–' if value is None else f'{scale * value:.{1 if scale == 100 else 4}f}'}")
-    name = f"{training['loss']} {training.get('loss_options') or ''}".strip()
-    print(f"{name} (train {row['train_seconds']} s): " + " | ".join(cells), flush=True)
+    name = f"frozen passages, {training['loss']} {training.get('loss_options') or ''}".strip()
+    print(markdown([{"model": name, "train_seconds": row["train_seconds"], "results": metrics}], list(TASKS)))
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=2, default=float) + "\n")
 
