@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="load --model with sentence-transformers and join instructions to queries as "
         "'{query} {instruction}' (the baseline)",
     )
+    parser.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="drop every instruction and rank by the query alone (ablation: how much the instructions add)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="encode batch size (default 32)")
     parser.add_argument("--top-k", type=int, default=None, help="beir/followir: documents retrieved per query")
     parser.add_argument("--cache-dir", default=None, help="cache corpus embeddings here (keyed by model and corpus)")
@@ -126,9 +131,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     model = load_model(args.model, sentence_transformers=args.sentence_transformers, device=args.device)
+    if args.no_instructions:
+        from inf_embed.evaluation import QueryOnlyEncoder
+
+        model = QueryOnlyEncoder(model)
     results = evaluator(model)
     label = args.model or "embedded default"
     kind = " (sentence-transformers, concatenated instructions)" if args.sentence_transformers else ""
+    kind += " (instructions dropped)" if args.no_instructions else ""
     print(f"model: {label}{kind}")
     print(f"data: {args.data} ({args.format})\n")
     print(format_table(results, evaluator.main_score))
@@ -138,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "model": label,
                 "sentence_transformers": args.sentence_transformers,
+                "no_instructions": args.no_instructions,
                 "data": str(args.data),
                 "format": args.format,
                 "main_score": evaluator.main_score,

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from inf_embed.evaluation.encoders import ConcatInstructionEncoder, encode_documents, encode_queries
+from inf_embed.evaluation.encoders import (
+    ConcatInstructionEncoder,
+    QueryOnlyEncoder,
+    encode_documents,
+    encode_queries,
+)
 from inf_embed.evaluation.evaluators import (
     BEIREvaluator,
     Evaluator,
@@ -45,6 +50,7 @@ __all__ = [
     "BEIREvaluator",
     "CachedEmbeddings",
     "ConcatInstructionEncoder",
+    "QueryOnlyEncoder",
     "EmbeddingCache",
     "Evaluator",
     "FollowIREvaluator",

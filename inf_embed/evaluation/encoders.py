@@ -21,7 +21,13 @@ from inf_embed.evaluation.search import l2_normalize
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConcatInstructionEncoder", "encode_documents", "encode_queries", "resolve_progress"]
+__all__ = [
+    "ConcatInstructionEncoder",
+    "QueryOnlyEncoder",
+    "encode_documents",
+    "encode_queries",
+    "resolve_progress",
+]
 
 
 def resolve_progress(show_progress_bar: bool | None) -> bool:
@@ -174,3 +180,38 @@ class ConcatInstructionEncoder:
     def encode_document(self, documents: Sequence[str], **kwargs: Any) -> Any:
         """Encode documents unchanged."""
         return self._call("encode_document", list(documents), kwargs)
+
+
+class QueryOnlyEncoder:
+    """Evaluate a model with every instruction dropped: queries are encoded alone, documents unchanged.
+
+    The ablation that tells how much of a score comes from the instruction: p-MRR instruction change is 0 by
+    construction, and p-MRR query change is what ranking by the query alone gives.
+
+    Args:
+        model: an object with InfEmbed's ``encode_query`` / ``encode_document``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        _check_method(model, "encode_query")
+        _check_method(model, "encode_document")
+        self.model = model
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's config (for the embedding-cache fingerprint, which also records this class)."""
+        return getattr(self.model, "config", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped model's weights (for the embedding-cache fingerprint)."""
+        return self.model.state_dict() if callable(getattr(self.model, "state_dict", None)) else {}
+
+    def encode_query(
+        self, queries: Sequence[str], instruction: str | Sequence[str | None] | None = None, **kwargs: Any
+    ) -> Any:
+        """``model.encode_query(queries)``; ``instruction`` is accepted and ignored."""
+        return self.model.encode_query(list(queries), **kwargs)
+
+    def encode_document(self, documents: Sequence[str], **kwargs: Any) -> Any:
+        """``model.encode_document(documents)``."""
+        return self.model.encode_document(list(documents), **kwargs)

@@ -64,3 +64,44 @@ def test_top_level_parser_offers_the_evaluate_command():
     args = build_parser().parse_args(["evaluate", "--data", "d", "--format", "infir", "--extra-corpus", "c"])
     assert args.command == "evaluate" and args.format == "infir" and args.extra_corpus == "c"
     assert callable(args.func)
+
+
+def test_evaluate_no_instructions_ranks_by_the_query_alone(tiny_model_dir, shared_data, tmp_path, capsys):
+    from inf_embed import InfEmbed
+    from inf_embed.evaluation import InfIREvaluator, QueryOnlyEncoder
+
+    lines = (shared_data / "infir-marco" / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:6]
+    records = tmp_path / "dev.jsonl"
+    records.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "results.json"
+    argv = ["evaluate", "--model", tiny_model_dir, "--data", str(records), "--format", "infir"]
+    assert main([*argv, "--no-instructions", "--output", str(output)]) == 0
+    assert "(instructions dropped)" in capsys.readouterr().out
+    saved = json.loads(output.read_text())
+    assert saved["no_instructions"] is True
+    dropped = saved["results"]
+    # I+ and I- give the same query embedding, so the instruction changes nothing and every pair ties
+    assert dropped["p_mrr_instruction"] == 0.0 and dropped["paired_accuracy"] == 0.0
+
+    model = InfEmbed.from_pretrained(tiny_model_dir)
+    evaluator = InfIREvaluator.from_path(records)
+    assert dropped["p_mrr_query"] == pytest.approx(evaluator(QueryOnlyEncoder(model))["p_mrr_query"])
+
+
+def test_query_only_encoder_ignores_the_instruction_and_keeps_documents(tiny_model_dir):
+    import numpy as np
+
+    from inf_embed import InfEmbed
+    from inf_embed.evaluation import QueryOnlyEncoder
+
+    model = InfEmbed.from_pretrained(tiny_model_dir)
+    wrapped = QueryOnlyEncoder(model)
+    queries = ["what is a neutrophil", "zip code of harahan"]
+    plain = model.encode_query(queries, convert_to_numpy=True)
+    np.testing.assert_allclose(wrapped.encode_query(queries, instruction="only counts", convert_to_numpy=True), plain)
+    np.testing.assert_allclose(
+        wrapped.encode_document(["a passage"], convert_to_numpy=True),
+        model.encode_document(["a passage"], convert_to_numpy=True),
+    )
+    with pytest.raises(TypeError, match="encode_query"):
+        QueryOnlyEncoder(object())
