@@ -1,7 +1,7 @@
 """Fusion x loss x schedule sweep for the default model (issue 6): train each run, evaluate the quality guards.
 
     python benchmarks/fusion_sweep.py [--runs NAME,NAME ...] [--base PATH] [--data-root ../shared/data]
-                                      [--output benchmarks/out/fusion_sweep.jsonl] [--max-steps N]
+                                      [--output benchmarks/out/fusion_sweep.jsonl] [--max-steps N] [--workers W]
 
 Each run fine-tunes the all-MiniLM-L6-v2 backbone (``--base``, default: the ``default`` extra's folder) on
 ``infir-marco/train.jsonl`` with :class:`inf_embed.training.Trainer` (seed 42, batch 16 records, 10 % warm-up) and
@@ -13,9 +13,15 @@ is evaluated on:
   ``benchmarks/quality.py``), where a query change has real passages to move P+ below;
 - SciFact test nDCG@10 and NevIR dev paired accuracy (guards: general retrieval and negation).
 
+Some runs are also evaluated as *variants* of the trained model, without more training: ``alpha=A`` puts every
+backbone weight at ``base + A * (trained - base)`` (weight-space interpolation towards the start model, as in
+WiSE-FT), ``rank=R`` keeps the best rank-R approximation (truncated SVD) of each trained matrix's change, which
+is the form a whole-encoder fine-tune would ship in under 10 MB (vectors keep their full change).
+
 One JSON line per run goes to ``--output`` as soon as the run ends (so an interrupted sweep keeps what it
 measured), and a Markdown table is printed at the end. ``RUNS`` lists the runs in priority order; ``--runs``
-picks some by name. Runs on whatever device torch sees (CUDA if available).
+picks some by name. Runs on whatever device torch sees (CUDA if available); ``--workers W`` trains W runs at a
+time in separate processes (a small encoder leaves a GPU mostly idle, so W runs share it well).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import dataclasses
 import json
 import logging
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,9 +56,14 @@ class Run:
     head_lr: float | None = None
     trainable: str | None = None
     model: tuple[tuple[str, Any], ...] = ()
+    loss_options: str | None = None
+    plain_queries: bool = False
+    alphas: tuple[float, ...] = ()
+    ranks: tuple[int, ...] = ()
 
 
 ATTENTION_ONLY = r"attention\."  # BERT self-attention and attention-output weights, biases and LayerNorms
+ENCODER = r"encoder\."  # every transformer layer (not the embeddings)
 
 RUNS = [
     # attention-only fine-tuning: the delta stays under 10 MB, so these are the shippable candidates
@@ -79,6 +92,69 @@ RUNS = [
     Run("attention-attn-PI", "attention", "multi:P+I", lr=5e-5, trainable=ATTENTION_ONLY),
 ]
 
+
+def poisoned(
+    name: str,
+    trainable: str,
+    lr: float,
+    epochs: float,
+    ix: float,
+    q: float,
+    passage_gradient: float = 0.0,
+    plain: bool = True,
+    alphas: tuple[float, ...] = (0.5, 0.75),
+    ranks: tuple[int, ...] = (),
+) -> Run:
+    """A concat run with the IX/Q terms (``multi:P+I+IQ+IX+Q``, ``inf_embed.losses.poisoned_query``)."""
+    return Run(
+        name,
+        "concat",
+        "multi:P+I+IQ+IX+Q",
+        epochs=epochs,
+        lr=lr,
+        trainable=trainable,
+        loss_options=f"instruction_weight={ix},weight={q},passage_gradient={passage_gradient}",
+        plain_queries=plain,
+        alphas=alphas,
+        ranks=ranks,
+    )
+
+
+# second sweep (issue 6, criterion 4): the poisoned terms with the whole encoder trained, longer schedules, and
+# the trained weights pulled back towards the backbone (alpha) or compressed to a shippable low rank
+RUNS += [
+    poisoned("attn-IX.1Q.1-pg0-plain", ATTENTION_ONLY, 1e-4, 3, 0.1, 0.1),
+    Run(
+        "full-PIIQ-plain",
+        "concat",
+        "multi:P+I+IQ",
+        lr=2e-5,
+        trainable=ENCODER,
+        plain_queries=True,
+        alphas=(0.5, 0.75),
+        ranks=(32, 128),
+    ),
+    poisoned("full-IX.1Q.1-pg0-plain", ENCODER, 2e-5, 3, 0.1, 0.1, ranks=(64,)),
+    poisoned("full-IX.3Q.5-pg0-plain", ENCODER, 2e-5, 3, 0.3, 0.5, ranks=(64,)),
+    poisoned("full-IX.3Q.5-pg1-plain", ENCODER, 2e-5, 3, 0.3, 0.5, passage_gradient=1.0),
+    poisoned("full-IX.3Q1-pg0-plain-6ep", ENCODER, 2e-5, 6, 0.3, 1.0, ranks=(64,)),
+    poisoned("full-IX1Q1-pg1-plain-6ep", ENCODER, 2e-5, 6, 1.0, 1.0, passage_gradient=1.0, alphas=(0.3, 0.5, 0.75)),
+    poisoned("attn-IX.3Q.5-pg0-plain-6ep", ATTENTION_ONLY, 1e-4, 6, 0.3, 0.5),
+    poisoned("full-IX.1Q.3-pg0-plain-lr5e-5", ENCODER, 5e-5, 3, 0.1, 0.3, ranks=(64,)),
+    poisoned("full-IX.3Q.5-pg0", ENCODER, 2e-5, 3, 0.3, 0.5, plain=False),
+    poisoned("full-IX.2Q.3-pg0-plain-lr3e-5-4ep", ENCODER, 3e-5, 4, 0.2, 0.3, ranks=(64,)),
+    poisoned("attn-IX.05Q.05-pg0-plain-lr5e-5", ATTENTION_ONLY, 5e-5, 3, 0.05, 0.05),
+    poisoned("full-IX.3Q1-pg0-plain-lr5e-5-6ep", ENCODER, 5e-5, 6, 0.3, 1.0),
+    poisoned("attn-IX.2Q1-pg0-plain-lr2e-4-6ep", ATTENTION_ONLY, 2e-4, 6, 0.2, 1.0),
+    # CPU-sized (no plain records): the whole encoder at the peer's lr, the terms on the passages too
+    poisoned(
+        "full-IX.3Q.5-pg1", ENCODER, 2e-5, 3, 0.3, 0.5, passage_gradient=1.0, plain=False, alphas=(0.5,), ranks=(64,)
+    ),
+    poisoned(
+        "full-IX1Q1-pg1", ENCODER, 2e-5, 3, 1.0, 1.0, passage_gradient=1.0, plain=False, alphas=(0.3, 0.6), ranks=(64,)
+    ),
+]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),
@@ -103,15 +179,54 @@ def evaluate(model: Any, evaluators: dict[str, Any]) -> dict[str, dict[str, floa
     return {task: {k: float(v) for k, v in ev(model).items()} for task, ev in evaluators.items()}
 
 
-def train_run(run: Run, base: str, data: Path, max_steps: int | None, seed: int) -> tuple[Any, dict[str, Any]]:
+def variant_state(
+    start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], alpha: float = 1.0, rank: int | None = None
+) -> dict[str, torch.Tensor]:
+    """``start + alpha * change`` per floating tensor; a matrix's change cut to its best rank-``rank`` part."""
+    out = {}
+    for name, weight in trained.items():
+        change = weight - start[name] if weight.is_floating_point() else None
+        if change is None or not bool(change.any()):
+            out[name] = weight
+            continue
+        if rank is not None and change.ndim == 2 and min(change.shape) > rank:
+            u, s, vh = torch.linalg.svd(change.float(), full_matrices=False)
+            change = ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(change.dtype)
+        out[name] = start[name] + alpha * change
+    return out
+
+
+def evaluate_variants(
+    run: Run, model: Any, start: dict[str, torch.Tensor], evaluators: dict[str, Any]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The run's ``alpha=A`` and ``rank=R`` variants of the trained model, each evaluated like the model itself."""
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    settings = [(f"alpha={a:g}", {"alpha": a}) for a in run.alphas] + [(f"rank={r}", {"rank": r}) for r in run.ranks]
+    results = {}
+    for label, options in settings:
+        model.load_state_dict(variant_state(start, trained, **options))
+        results[label] = evaluate(model, evaluators)
+    model.load_state_dict(trained)
+    return results
+
+
+def train_run(
+    run: Run, base: str, data: Path, max_steps: int | None, seed: int
+) -> tuple[Any, dict[str, Any], dict[str, torch.Tensor]]:
+    """Train ``run`` from ``base``; returns the model, training info and the start weights (for the variants)."""
     from inf_embed import InfEmbed
     from inf_embed.training import Trainer, TrainingArguments
 
     model = InfEmbed(base, fusion=run.fusion, **dict(run.model))
+    if torch.cuda.is_available():
+        model.to("cuda")
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp,
             loss=run.loss,
+            loss_options=run.loss_options,
+            plain_queries=run.plain_queries,
             batch_size=16,
             learning_rate=run.lr,
             head_learning_rate=run.head_lr,
@@ -125,22 +240,33 @@ def train_run(run: Run, base: str, data: Path, max_steps: int | None, seed: int)
         )
         out = Trainer(model, args, str(data / "infir-marco" / "train.jsonl")).train()
     info = {"steps": out.global_step, "train_seconds": round(out.train_seconds, 1), "loss": out.training_loss}
-    return model, info
+    return model, info, start
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     titles = ["p-MRR instr", "p-MRR query", "paired %", "nDCG@10", "+msmarco p-MRR instr", "+msmarco p-MRR query"]
     titles += ["+msmarco nDCG@10", "SciFact", "NevIR %"]
-    lines = ["| run | fusion | loss | epochs | lr | " + " | ".join(titles) + " | train s |"]
-    lines.append("|" + "---|" * (len(titles) + 6))
+    lines = ["| run | fusion | loss | options | epochs | lr | " + " | ".join(titles) + " | train s |"]
+    lines.append("|" + "---|" * (len(titles) + 7))
     for row in rows:
-        cells = [f"{row['results'][t][k] * scale:.4g}" for t, k, scale in METRICS]
         run = row["run"]
-        lines.append(
-            f"| {run['name']} | {run['fusion']} | {run['loss']} | {run['epochs']:g} | {run['lr']:g} | "
-            + " | ".join(cells)
-            + f" | {row['train']['train_seconds']} |"
+        options = ", ".join(
+            part
+            for part in (
+                run.get("loss_options") or "",
+                "plain queries" if run.get("plain_queries") else "",
+                "trained " + ("attention" if run.get("trainable") == ATTENTION_ONLY else run.get("trainable") or "all"),
+            )
+            if part
         )
+        versions = [("", row["results"], row["train"]["train_seconds"])]
+        versions += [(f" @ {label}", results, "–") for label, results in row.get("variants", {}).items()]
+        for label, results, seconds in versions:
+            cells = [f"{results[t][k] * scale:.4g}" for t, k, scale in METRICS]
+            lines.append(
+                f"| {run['name']}{label} | {run['fusion']} | {run['loss']} | {options} | {run['epochs']:g} | "
+                f"{run['lr']:g} | " + " | ".join(cells) + f" | {seconds} |"
+            )
     return "\n".join(lines)
 
 
@@ -154,6 +280,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
     parser.add_argument("--budget-seconds", type=float, default=None, help="start no run after this much time")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at a time, one process each")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -167,35 +294,72 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown runs {unknown}; choose from {', '.join(by_name)}")
         runs = [by_name[n] for n in args.runs.split(",")]
+    if args.workers > 1:
+        rows = run_in_workers(runs, args)
+        print()
+        print(table(rows))
+        return
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     print(f"# {len(runs)} runs on {device}, torch {torch.__version__}", flush=True)
     evaluators = build_evaluators(args.data_root, args.batch_size)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows = []
     start = time.perf_counter()
     for run in runs:
         if args.budget_seconds is not None and time.perf_counter() - start > args.budget_seconds:
             print(f"# budget spent; skipping {run.name} and later runs", flush=True)
             break
         try:
-            model, info = train_run(run, base, args.data_root, args.max_steps, args.seed)
+            model, info, start_weights = train_run(run, base, args.data_root, args.max_steps, args.seed)
             t0 = time.perf_counter()
             results = evaluate(model, evaluators)
+            variants = evaluate_variants(run, model, start_weights, evaluators)
             info["eval_seconds"] = round(time.perf_counter() - t0, 1)
         except Exception as error:  # a broken run must not cost the rest of the sweep
             logging.exception("run %s failed", run.name)
             print(f"# {run.name} FAILED: {error!r}", flush=True)
             continue
         row = {"run": dataclasses.asdict(run), "device": device, "train": info, "results": results}
+        if variants:
+            row["variants"] = variants
         rows.append(row)
         with open(args.output, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-        print(table([row]).splitlines()[-1], flush=True)
-        del model
+        print("\n".join(table([row]).splitlines()[2:]), flush=True)
+        del model, start_weights
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     print()
     print(table(rows))
+
+
+def run_in_workers(runs: list[Run], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each run in its own process, ``args.workers`` at a time; returns the rows they appended to the output."""
+    common = [sys.executable, str(Path(__file__).resolve()), "--data-root", str(args.data_root)]
+    common += ["--output", str(args.output), "--seed", str(args.seed), "--batch-size", str(args.batch_size)]
+    if args.base:
+        common += ["--base", args.base]
+    if args.max_steps is not None:
+        common += ["--max-steps", str(args.max_steps)]
+    pending, running = list(runs), []
+    start = time.perf_counter()
+    while pending or running:
+        running = [proc for proc in running if proc.poll() is None]
+        over_budget = args.budget_seconds is not None and time.perf_counter() - start > args.budget_seconds
+        if pending and over_budget:
+            print(f"# budget spent; skipping {', '.join(r.name for r in pending)}", flush=True)
+            pending = []
+        while pending and len(running) < args.workers:
+            running.append(subprocess.Popen([*common, "--runs", pending.pop(0).name]))
+        time.sleep(1.0)
+    names = {run.name for run in runs}
+    rows = []
+    if args.output.exists():
+        for line in args.output.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["run"]["name"] in names:
+                rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
