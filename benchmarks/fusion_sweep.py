@@ -282,6 +282,8 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=None, help="start no run after this much time")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at a time, one process each")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from inf_embed.model import default_model_path
