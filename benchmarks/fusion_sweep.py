@@ -104,8 +104,12 @@ def poisoned(
     plain: bool = True,
     alphas: tuple[float, ...] = (0.5, 0.75),
     ranks: tuple[int, ...] = (),
+    exclude_record_hard_negative: bool = False,
 ) -> Run:
     """A concat run with the IX/Q terms (``multi:P+I+IQ+IX+Q``, ``inf_embed.losses.poisoned_query``)."""
+    options = f"instruction_weight={ix},weight={q},passage_gradient={passage_gradient}"
+    if exclude_record_hard_negative:
+        options += ",exclude_record_hard_negative=1"
     return Run(
         name,
         "concat",
@@ -113,7 +117,7 @@ def poisoned(
         epochs=epochs,
         lr=lr,
         trainable=trainable,
-        loss_options=f"instruction_weight={ix},weight={q},passage_gradient={passage_gradient}",
+        loss_options=options,
         plain_queries=plain,
         alphas=alphas,
         ranks=ranks,
@@ -152,6 +156,13 @@ RUNS += [
     ),
     poisoned(
         "full-IX1Q1-pg1", ENCODER, 2e-5, 3, 1.0, 1.0, passage_gradient=1.0, plain=False, alphas=(0.3, 0.6), ranks=(64,)
+    ),
+    # the Q term without the record's own hn1 among its candidates (P+ must fall below other topics, not below D-)
+    poisoned(
+        "full-IX1Q1-pg1-xhn", ENCODER, 2e-5, 3, 1.0, 1.0, 1.0, False, (), (64,), exclude_record_hard_negative=True
+    ),
+    poisoned(
+        "full-IX.3Q1-pg1-xhn", ENCODER, 2e-5, 3, 0.3, 1.0, 1.0, False, (), (64,), exclude_record_hard_negative=True
     ),
 ]
 

@@ -24,6 +24,11 @@ weighted by ``instruction_weight``.
 ``passage_gradient`` in [0, 1] scales the gradient that both terms send into the passage embeddings (candidates
 and ``f_k``); 0 detaches them, so the terms move only the poisoned query sides and leave the passage geometry to
 the base loss.
+
+``exclude_record_hard_negative`` takes the record's own hn1 (D-, the positive of its (I-, Q+) item) out of the Q
+term's candidates too. D- is on P+'s topic and P+ must beat it for (I+, Q+) (paired accuracy); with D- among the
+candidates, the cheapest way for the Q term to demote P+ under (I+, Q-) is to lift D- above it, which pulls the
+other way. Without D-, P+ has to fall below passages on other topics, as it does when a query-only ranker sees Q-.
 """
 
 from __future__ import annotations
@@ -52,13 +57,22 @@ class PoisonedQueryLoss(ContrastiveLoss):
         instruction_weight: the IX term's weight (>= 0).
         passage_gradient: share in [0, 1] of the terms' gradient that reaches the passage embeddings (0: the
             terms shape only the poisoned query sides).
+        exclude_record_hard_negative: leave each poisoned query's own record hn1 out of the Q term's candidates
+            (then the loss also takes ``query_negative_excluded_embeddings`` (G, d) and
+            ``query_negative_excluded_mask`` (G,) bool: the passage to leave out, and which rows have one).
 
     Raises:
-        ValueError: a weight is negative or not finite, or ``passage_gradient`` is outside [0, 1].
+        ValueError: a weight is negative or not finite, ``passage_gradient`` is outside [0, 1], or
+            ``exclude_record_hard_negative`` is not a bool (or 0 / 1).
     """
 
     def __init__(
-        self, base: InfIRLoss, weight: float = 1.0, instruction_weight: float = 0.0, passage_gradient: float = 1.0
+        self,
+        base: InfIRLoss,
+        weight: float = 1.0,
+        instruction_weight: float = 0.0,
+        passage_gradient: float = 1.0,
+        exclude_record_hard_negative: bool | float = False,
     ) -> None:
         super().__init__(base.temperature, gather_across_ranks=base.gather_across_ranks)
         for label, value, upper, expected in (
@@ -69,6 +83,15 @@ class PoisonedQueryLoss(ContrastiveLoss):
             number = not isinstance(value, bool) and isinstance(value, (int, float))
             if not number or not 0 <= value <= upper or math.isinf(value):  # NaN fails 0 <= value
                 raise ValueError(f"{label}: expected {expected}, got {value!r}")
+        # 0 / 1 too: ``--loss-options`` passes numbers
+        if not isinstance(exclude_record_hard_negative, (bool, int, float)) or exclude_record_hard_negative not in (
+            0,
+            1,
+        ):
+            raise ValueError(
+                f"exclude_record_hard_negative: expected a bool (or 0 / 1), got {exclude_record_hard_negative!r}"
+            )
+        self.exclude_record_hard_negative = bool(exclude_record_hard_negative)
         self.base = base
         self.weight = float(weight)
         self.instruction_weight = float(instruction_weight)
@@ -81,6 +104,10 @@ class PoisonedQueryLoss(ContrastiveLoss):
         return f"{self.base.name}{ix}{q}"
 
     uses_query_negative_passages = True
+
+    @property
+    def uses_query_negative_exclusions(self) -> bool:
+        return self.exclude_record_hard_negative
 
     @property
     def uses_instruction_negative_items(self) -> bool:
@@ -112,6 +139,8 @@ class PoisonedQueryLoss(ContrastiveLoss):
             config["poisoned_instruction_weight"] = self.instruction_weight
         if self.passage_gradient != 1.0:
             config["poisoned_term_passage_gradient"] = self.passage_gradient
+        if self.exclude_record_hard_negative:
+            config["poisoned_query_excludes_record_hard_negative"] = True
         return config
 
     def forward(
@@ -122,6 +151,8 @@ class PoisonedQueryLoss(ContrastiveLoss):
         *,
         query_negative_embeddings: torch.Tensor | None = None,
         query_negative_passage_embeddings: torch.Tensor | None = None,
+        query_negative_excluded_embeddings: torch.Tensor | None = None,
+        query_negative_excluded_mask: torch.Tensor | None = None,
         hard_negative_embeddings: torch.Tensor | None = None,
         poisoned_instruction_embeddings: torch.Tensor | None = None,
         poisoned_instruction_passage_embeddings: torch.Tensor | None = None,
@@ -132,8 +163,18 @@ class PoisonedQueryLoss(ContrastiveLoss):
 
         Tensors as in :meth:`InfIRLoss.forward`, plus (G, d) ``f`` (``query_negative_passage_embeddings``) and,
         for the IX term, three (K, d) tensors: the query sides (I-, Q+) of the batch's instruction-negative
-        items, their own positives (hn1, excluded from the candidates) and their records' P+ (forbidden).
+        items, their own positives (hn1, excluded from the candidates) and their records' P+ (forbidden); with
+        ``exclude_record_hard_negative``, (G, d) ``query_negative_excluded_embeddings`` and (G,) bool
+        ``query_negative_excluded_mask``.
         """
+        excluded, excluded_mask = None, None
+        if self.exclude_record_hard_negative and query_negative_embeddings is not None:
+            if query_negative_excluded_embeddings is None or query_negative_excluded_mask is None:
+                raise ValueError(
+                    "query_negative_excluded_embeddings and query_negative_excluded_mask: required with "
+                    "exclude_record_hard_negative=True (the trainer passes them), got None"
+                )
+            excluded, excluded_mask = query_negative_excluded_embeddings, query_negative_excluded_mask
         base_hard = hard_negative_embeddings if self.base.uses_hard_negatives else None
         base_qneg = query_negative_embeddings if self.base.uses_query_negatives else None
         loss = self.base(
@@ -145,7 +186,12 @@ class PoisonedQueryLoss(ContrastiveLoss):
             **base_inputs,
         )
         loss = loss + self.weight * self.poisoned_query_term(
-            passage_embeddings, query_negative_embeddings, query_negative_passage_embeddings, hard_negative_embeddings
+            passage_embeddings,
+            query_negative_embeddings,
+            query_negative_passage_embeddings,
+            hard_negative_embeddings,
+            own_positives=excluded,
+            own_positive_mask=excluded_mask,
         )
         if self.instruction_weight:
             loss = loss + self.instruction_weight * self.poisoned_query_term(
@@ -166,6 +212,7 @@ class PoisonedQueryLoss(ContrastiveLoss):
         hard_negatives: torch.Tensor | None = None,
         own_positives: torch.Tensor | None = None,
         names: tuple[str, str] = ("query_negative_embeddings", "query_negative_passage_embeddings"),
+        own_positive_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean of ``-log(1 - P_k)`` over the global batch (scaled for DDP like the base loss).
 
@@ -176,8 +223,10 @@ class PoisonedQueryLoss(ContrastiveLoss):
             hard_negatives: (H, d) extra candidate passages, or None.
             own_positives: (G, d) a passage each g_k rightly retrieves, removed from its candidates (with any
                 candidate equal to it), so that P_k is f_k's probability among the passages g_k should rank
-                below it; None when the g_k have no passage of their own (poisoned queries).
+                below it (or, for the Q term, a passage it must not be compared with); None: nothing removed.
             names: the caller's names of ``poisoned`` and ``forbidden``, for error messages.
+            own_positive_mask: (G,) bool, which rows of ``own_positives`` are real (False: nothing removed for
+                that g_k); None: all of them.
         """
         dim = passages.shape[1]
         if (poisoned is None) != (forbidden is None) or (
@@ -191,6 +240,15 @@ class PoisonedQueryLoss(ContrastiveLoss):
             raise ValueError(
                 f"own positives: expected a (G, d) tensor like the poisoned ones {_shape(poisoned)}, "
                 f"got {_shape(own_positives)}"
+            )
+        if own_positive_mask is not None and (
+            own_positives is None
+            or own_positive_mask.shape != own_positives.shape[:1]
+            or own_positive_mask.dtype != torch.bool
+        ):
+            raise ValueError(
+                f"own positive mask: expected a (G,) bool tensor for the {_shape(own_positives)} own positives, got "
+                f"{_shape(own_positive_mask)} {getattr(own_positive_mask, 'dtype', '')}"
             )
         empty = passages.new_zeros((0, dim))
         g = self.gather(poisoned if poisoned is not None else empty)
@@ -208,6 +266,9 @@ class PoisonedQueryLoss(ContrastiveLoss):
             # Exact equality: the own positive is one of the gathered candidates (same tensor values), so this
             # finds its column on every rank without passing indices across ranks.
             is_own = (candidates.unsqueeze(0) == own.unsqueeze(1)).all(dim=-1)  # (G, N + H)
+            if own_positive_mask is not None:
+                real = self.gather(own_positive_mask.to(own.dtype)) > 0.5  # bool does not all-gather
+                is_own = is_own & real.unsqueeze(1)
             logits = logits.masked_fill(is_own, float("-inf"))
         log_prob = (g * f).sum(dim=-1) * self.scale - torch.logsumexp(logits, dim=1)  # (G,) log P_k <= 0
         # -log(1 - P) = -log(-expm1(log P)); clamp keeps P == 1 (a lone candidate) finite
@@ -229,7 +290,11 @@ def _shape(value: torch.Tensor | None) -> str:
 
 
 def _full_objective_plus(
-    weight: float, instruction_weight: float, passage_gradient: float = 1.0, **kwargs: Any
+    weight: float,
+    instruction_weight: float,
+    passage_gradient: float = 1.0,
+    exclude_record_hard_negative: bool | float = False,
+    **kwargs: Any,
 ) -> PoisonedQueryLoss:
     """The paper's full objective ``multi:P+I+IQ`` plus our ranking terms at the given weights."""
     return PoisonedQueryLoss(
@@ -237,6 +302,7 @@ def _full_objective_plus(
         weight=weight,
         instruction_weight=instruction_weight,
         passage_gradient=passage_gradient,
+        exclude_record_hard_negative=exclude_record_hard_negative,
     )
 
 

@@ -347,6 +347,13 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
             inputs["query_negative_embeddings"] = pairs[plan.query_negative_pairs]
         if getattr(loss, "uses_query_negative_passages", False):
             inputs["query_negative_passage_embeddings"] = passages[plan.query_negative_passage_rows]
+        if getattr(loss, "uses_query_negative_exclusions", False):
+            excluded_rows, has_excluded = _query_negative_excluded_rows(plan.text)
+            rows = torch.as_tensor(excluded_rows, dtype=torch.long, device=passages.device)
+            inputs["query_negative_excluded_embeddings"] = inputs["passage_embeddings"][rows]
+            inputs["query_negative_excluded_mask"] = torch.as_tensor(
+                has_excluded, dtype=torch.bool, device=passages.device
+            )
         if getattr(loss, "uses_instruction_negative_items", False):
             own_rows, forbidden_rows = _instruction_negative_rows(plan.text)
             own = torch.as_tensor(own_rows, dtype=torch.long, device=passages.device)
@@ -378,6 +385,24 @@ def _instruction_negative_rows(text: TextBatch) -> tuple[list[int], list[int]]:
         if kind == "instruction_negative" and r in positive_of
     ]
     return [i for i, _ in pairs], [j for _, j in pairs]
+
+
+def _query_negative_excluded_rows(text: TextBatch) -> tuple[list[int], list[bool]]:
+    """For each poisoned query (I+, Q-), the item row of its record's (I-, Q+, hn1) item, whose positive hn1 the
+    Q term leaves out of its candidates, and whether the batch has one (row 0 and False where it does not).
+
+    A poisoned query's record is the one whose (I+, Q+) item has the passage it must not retrieve (its P+)."""
+    record_of_positive: dict[str, int] = {}
+    for kind, record, passage in zip(text.kinds, text.record_index, text.positives):
+        if kind == "positive":
+            record_of_positive.setdefault(passage, record)
+    instruction_negative_of = {
+        record: row
+        for row, (kind, record) in enumerate(zip(text.kinds, text.record_index))
+        if kind == "instruction_negative"
+    }
+    rows = [instruction_negative_of.get(record_of_positive.get(p, -1), -1) for p in text.negative_query_passages]
+    return [max(row, 0) for row in rows], [row >= 0 for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------------- trainer

@@ -162,3 +162,35 @@ def test_passage_gradient_outside_zero_one_is_an_error():
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ValueError, match="passage_gradient"):
             get_loss("multi:P+I+IQ+IX+Q", passage_gradient=bad)
+
+
+def test_excluding_the_record_hard_negative_leaves_it_out_of_the_q_term_where_the_mask_says_so():
+    inputs = make_inputs(seed=7, rows=6, qneg=3)
+    p, hard = inputs["passage_embeddings"], inputs["hard_negative_embeddings"]
+    forbidden_rows, excluded_rows = [0, 2, 4], [1, 3, 5]  # items 1, 3, 5: (I-, Q+, hn1) of the records of 0, 2, 4
+    mask = torch.tensor([True, False, True])
+    loss = get_loss("multi:P+I+IQ+Q", weight=0.7, exclude_record_hard_negative=1)
+    assert (
+        loss.uses_query_negative_exclusions and loss.get_config_dict()["poisoned_query_excludes_record_hard_negative"]
+    )
+    value = loss(
+        **inputs,
+        query_negative_passage_embeddings=p[forbidden_rows],
+        query_negative_excluded_embeddings=p[excluded_rows],
+        query_negative_excluded_mask=mask,
+    )
+    base = get_loss("multi:P+I+IQ")(**inputs)
+    g = inputs["query_negative_embeddings"]
+    rows = [
+        _ix_reference(p, hard, g[[k]], [forbidden_rows[k]], [excluded_rows[k]], 0.05)
+        if mask[k]
+        else _term_reference(p, hard, g[[k]], [forbidden_rows[k]], 0.05)
+        for k in range(3)
+    ]
+    assert float(value) == pytest.approx(float(base) + 0.7 * sum(rows) / 3, rel=1e-9)
+    with pytest.raises(ValueError, match="query_negative_excluded_embeddings"):
+        loss(**inputs, query_negative_passage_embeddings=p[forbidden_rows])
+    with pytest.raises(ValueError, match="own positive mask"):
+        loss.poisoned_query_term(p, g, p[forbidden_rows], own_positives=p[excluded_rows], own_positive_mask=mask[:2])
+    with pytest.raises(ValueError, match="exclude_record_hard_negative"):
+        get_loss("multi:P+I+IQ+Q", exclude_record_hard_negative=0.5)

@@ -315,3 +315,21 @@ def test_loss_options_reach_the_named_loss_and_bad_ones_name_the_field(tiny_mode
             records(2),
             loss=get_loss("multi:P+I"),
         )
+
+
+def test_poisoned_query_exclusion_is_each_poisoned_querys_record_hard_negative(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat").eval()
+    loss = get_loss("multi:P+I+IQ+Q", weight=1.0, exclude_record_hard_negative=1)
+    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
+    plan = plan_batch(model, text, loss)
+    with torch.no_grad():
+        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+    by_query = {(r.instruction, r.query_negative): r for r in records(4)}
+    expected = model.encode_document(
+        [by_query[pair].instruction_negative_passage for pair in text.negative_queries], convert_to_tensor=True
+    )
+    assert inputs["query_negative_excluded_mask"].tolist() == [True] * len(text.negative_queries)
+    torch.testing.assert_close(inputs["query_negative_excluded_embeddings"], expected, rtol=1e-4, atol=1e-5)
+    model.train()
+    out = Trainer(model, _args(tmp_path, max_steps=2), records(6), loss=loss).train()
+    assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
