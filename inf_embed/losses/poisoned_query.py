@@ -84,10 +84,8 @@ class PoisonedQueryLoss(ContrastiveLoss):
             if not number or not 0 <= value <= upper or math.isinf(value):  # NaN fails 0 <= value
                 raise ValueError(f"{label}: expected {expected}, got {value!r}")
         # 0 / 1 too: ``--loss-options`` passes numbers
-        if not isinstance(exclude_record_hard_negative, (bool, int, float)) or exclude_record_hard_negative not in (
-            0,
-            1,
-        ):
+        exclude = exclude_record_hard_negative
+        if not isinstance(exclude, (bool, int, float)) or exclude not in (0, 1):
             raise ValueError(
                 f"exclude_record_hard_negative: expected a bool (or 0 / 1), got {exclude_record_hard_negative!r}"
             )

@@ -55,10 +55,7 @@ def test_training_embeddings_equal_encode_query_and_encode_document(tiny_model_d
             weight = model.fusion.proj.weight
             weight.copy_(0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
     loss = get_loss("multi:P+I+IQ")
-    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
-    plan = plan_batch(model, text, loss)
-    with torch.no_grad():
-        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+    text, inputs = _head_inputs(model, loss)
     queries = model.encode_query(text.queries, instruction=text.instructions, convert_to_tensor=True)
     passages = model.encode_document(text.positives, convert_to_tensor=True)
     torch.testing.assert_close(inputs["query_embeddings"], queries, rtol=1e-4, atol=1e-5)
@@ -263,13 +260,18 @@ def test_poisoned_query_loss_gets_each_poisoned_query_its_records_positive(tiny_
     assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
 
 
-def test_poisoned_instruction_term_gets_each_instruction_negative_item_its_records_positive(tiny_model_dir, tmp_path):
-    model = tiny(tiny_model_dir, "concat").eval()
-    loss = get_loss("multi:P+I+IQ+IX+Q", weight=0.5, instruction_weight=1.0)
+def _head_inputs(model, loss):
+    """The text batch of records(4) and the loss inputs the trainer's head builds from it (no gradient)."""
     text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
     plan = plan_batch(model, text, loss)
     with torch.no_grad():
-        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+        return text, make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+
+
+def test_poisoned_instruction_term_gets_each_instruction_negative_item_its_records_positive(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat").eval()
+    loss = get_loss("multi:P+I+IQ+IX+Q", weight=0.5, instruction_weight=1.0)
+    text, inputs = _head_inputs(model, loss)
     by_record = {r.instruction_negative: r for r in records(4)}
     own = [i for i, kind in enumerate(text.kinds) if kind == "instruction_negative"]
     assert len(own) == 4 and inputs["poisoned_instruction_embeddings"].shape[0] == 4
@@ -320,10 +322,7 @@ def test_loss_options_reach_the_named_loss_and_bad_ones_name_the_field(tiny_mode
 def test_poisoned_query_exclusion_is_each_poisoned_querys_record_hard_negative(tiny_model_dir, tmp_path):
     model = tiny(tiny_model_dir, "concat").eval()
     loss = get_loss("multi:P+I+IQ+Q", weight=1.0, exclude_record_hard_negative=1)
-    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
-    plan = plan_batch(model, text, loss)
-    with torch.no_grad():
-        inputs = make_head(model, plan, loss)(_Encoder(model)(plan.groups, plan.kinds))
+    text, inputs = _head_inputs(model, loss)
     by_query = {(r.instruction, r.query_negative): r for r in records(4)}
     expected = model.encode_document(
         [by_query[pair].instruction_negative_passage for pair in text.negative_queries], convert_to_tensor=True
