@@ -170,6 +170,10 @@ RUNS += [
     poisoned(
         "attn-IX.05Q.1-pg0-xhn", ATTENTION_ONLY, 1e-4, 3, 0.05, 0.1, 0.0, False, (), exclude_record_hard_negative=True
     ),
+    # the best near-miss so far (attn-IX.05Q.05-pg0-plain-lr5e-5) with the exclusion and a stronger Q term
+    poisoned(
+        "attn-IX.05Q.1-pg0-plain-lr5e-5-xhn", ATTENTION_ONLY, 5e-5, 3, 0.05, 0.1, exclude_record_hard_negative=True
+    ),
 ]
 
 METRICS = (
