@@ -163,12 +163,29 @@ RUNS += [
     ),
     poisoned(
         "full-IX.3Q1-pg1-xhn", ENCODER, 2e-5, 3, 0.3, 1.0, 1.0, False, (), (64,), exclude_record_hard_negative=True
-    ),  # shippable (attention weights only) with the exclusion, the terms kept off the passages
+    ),
+    # shippable (attention weights only) with the exclusion, the terms kept off the passages
     poisoned(
-        "attn-IX.1Q.3-pg0-xhn", ATTENTION_ONLY, 1e-4, 3, 0.1, 0.3, 0.0, False, (), exclude_record_hard_negative=True
+        "attn-IX.1Q.3-pg0-xhn",
+        ATTENTION_ONLY,
+        1e-4,
+        3,
+        0.1,
+        0.3,
+        plain=False,
+        alphas=(),
+        exclude_record_hard_negative=True,
     ),
     poisoned(
-        "attn-IX.05Q.1-pg0-xhn", ATTENTION_ONLY, 1e-4, 3, 0.05, 0.1, 0.0, False, (), exclude_record_hard_negative=True
+        "attn-IX.05Q.1-pg0-xhn",
+        ATTENTION_ONLY,
+        1e-4,
+        3,
+        0.05,
+        0.1,
+        plain=False,
+        alphas=(),
+        exclude_record_hard_negative=True,
     ),
     # the best near-miss so far (attn-IX.05Q.05-pg0-plain-lr5e-5) with the exclusion and a stronger Q term
     poisoned(

@@ -86,10 +86,8 @@ class PoisonedQueryLoss(ContrastiveLoss):
         # 0 / 1 too: ``--loss-options`` passes numbers
         exclude = exclude_record_hard_negative
         if not isinstance(exclude, (bool, int, float)) or exclude not in (0, 1):
-            raise ValueError(
-                f"exclude_record_hard_negative: expected a bool (or 0 / 1), got {exclude_record_hard_negative!r}"
-            )
-        self.exclude_record_hard_negative = bool(exclude_record_hard_negative)
+            raise ValueError(f"exclude_record_hard_negative: expected a bool (or 0 / 1), got {exclude!r}")
+        self.exclude_record_hard_negative = bool(exclude)
         self.base = base
         self.weight = float(weight)
         self.instruction_weight = float(instruction_weight)
