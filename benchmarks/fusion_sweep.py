@@ -60,6 +60,7 @@ class Run:
     plain_queries: bool = False
     alphas: tuple[float, ...] = ()
     ranks: tuple[int, ...] = ()
+    eval_fusions: tuple[str, ...] = ()  # parameter-free fusions the trained model is also evaluated with
 
 
 ATTENTION_ONLY = r"attention\."  # BERT self-attention and attention-output weights, biases and LayerNorms
@@ -105,6 +106,7 @@ def poisoned(
     alphas: tuple[float, ...] = (0.5, 0.75),
     ranks: tuple[int, ...] = (),
     exclude_record_hard_negative: bool = False,
+    eval_fusions: tuple[str, ...] = (),
 ) -> Run:
     """A concat run with the IX/Q terms (``multi:P+I+IQ+IX+Q``, ``inf_embed.losses.poisoned_query``)."""
     options = f"instruction_weight={ix},weight={q},passage_gradient={passage_gradient}"
@@ -121,6 +123,7 @@ def poisoned(
         plain_queries=plain,
         alphas=alphas,
         ranks=ranks,
+        eval_fusions=eval_fusions,
     )
 
 
@@ -193,6 +196,30 @@ RUNS += [
     ),
 ]
 
+# the gated fusion (concat, the query alone where the instruction does not fit it): the shipped recipe trained
+# through the gate (and evaluated without it), and the best instruction follower so far gated after training
+RUNS += [
+    Run(
+        "gated-attn-PIIQ-lr1e-4",
+        "gated",
+        "multi:P+I+IQ",
+        lr=1e-4,
+        trainable=ATTENTION_ONLY,
+        eval_fusions=("concat",),
+    ),
+    poisoned(
+        "attn-IX.05Q.1-pg0-plain-lr5e-5-xhn+gated",
+        ATTENTION_ONLY,
+        5e-5,
+        3,
+        0.05,
+        0.1,
+        alphas=(),
+        exclude_record_hard_negative=True,
+        eval_fusions=("gated",),
+    ),
+]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),
@@ -237,7 +264,10 @@ def variant_state(
 def evaluate_variants(
     run: Run, model: Any, start: dict[str, torch.Tensor], evaluators: dict[str, Any]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """The run's ``alpha=A`` and ``rank=R`` variants of the trained model, each evaluated like the model itself."""
+    """The run's ``alpha=A`` and ``rank=R`` variants of the trained model, and the trained model with each of
+    ``run.eval_fusions`` in place of its fusion, each evaluated like the model itself."""
+    from inf_embed.modules import get_fusion
+
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
     settings = [(f"alpha={a:g}", {"alpha": a}) for a in run.alphas] + [(f"rank={r}", {"rank": r}) for r in run.ranks]
     results = {}
@@ -245,6 +275,14 @@ def evaluate_variants(
         model.load_state_dict(variant_state(start, trained, **options))
         results[label] = evaluate(model, evaluators)
     model.load_state_dict(trained)
+    config, fusion = model.config, model.fusion
+    for name in run.eval_fusions:
+        model.config = dataclasses.replace(config, fusion=name)
+        model.fusion = get_fusion(name)(model.config, fusion.hidden_size)
+        if any(True for _ in model.fusion.parameters()):
+            raise ValueError(f"eval_fusions: {name!r} has parameters, which training did not fit")
+        results[f"fusion={name}"] = evaluate(model, evaluators)
+    model.config, model.fusion = config, fusion
     return results
 
 

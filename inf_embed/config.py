@@ -18,12 +18,12 @@ CONFIG_FILE_NAME = "inf_embed_config.json"
 FORMAT_VERSION = 1
 
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last")
-FUSION_NAMES: tuple[str, ...] = ("anchored", "attention", "concat", "conditioned", "none", "residual")
+FUSION_NAMES: tuple[str, ...] = ("anchored", "attention", "concat", "conditioned", "gated", "none", "residual")
 PADDING_SIDES: tuple[str, ...] = ("right", "left")
 SIMILARITY_FN_NAMES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
 
 PoolingMode = Literal["mean", "cls", "last"]
-FusionName = Literal["anchored", "attention", "concat", "conditioned", "none", "residual"]
+FusionName = Literal["anchored", "attention", "concat", "conditioned", "gated", "none", "residual"]
 
 
 @dataclass
@@ -42,8 +42,10 @@ class InfEmbedConfig:
             tokens weighted by ``instruction_weight``; ``pooling`` ``"mean"`` or ``"cls"``); ``"residual"``: the
             pooled query plus a learned projection of attended instruction content; ``"anchored"``: the
             ``concat`` embedding plus ``query_weight`` times the query encoded alone (both L2-normalised);
+            ``"gated"``: the ``concat`` embedding, or the query encoded alone when the query and the instruction,
+            each encoded alone, have a cosine below ``gate_threshold`` (the instruction does not fit the query);
             ``"none"``: the instruction is ignored.
-        concat_template: Template for ``fusion="concat"`` and ``"anchored"``; must contain ``{query}`` and
+        concat_template: Template for ``fusion="concat"``, ``"anchored"`` and ``"gated"``; must contain ``{query}`` and
             ``{instruction}``. The default puts the query first, as the paper's training code does.
         max_query_length: Token budget of a query (special tokens included).
         max_instruction_length: Token budget of an instruction encoded on its own (``fusion="attention"``).
@@ -60,6 +62,9 @@ class InfEmbedConfig:
             whole pair).
         query_weight: For ``fusion="anchored"``, the weight (>= 0) of the query-alone embedding added to the
             joined text's: it keeps the query's own topic in the embedding when a long instruction would drown it.
+        gate_threshold: For ``fusion="gated"``, the cosine in [-1, 1] between the query and the instruction, each
+            encoded alone, below which the instruction is taken not to fit the query and the query alone is
+            embedded.
         similarity_fn_name: Score used by ``similarity``: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
         prompts: Named text prefixes, as in sentence-transformers (``encode_query`` uses ``prompts["query"]``,
             ``encode_document`` uses ``prompts["document"]``).
@@ -79,6 +84,7 @@ class InfEmbedConfig:
     attention_scale: float | None = None
     instruction_weight: float = 0.0
     query_weight: float = 0.5
+    gate_threshold: float = 0.3
     similarity_fn_name: Literal["cosine", "dot", "euclidean", "manhattan"] = "cosine"
     prompts: dict[str, str] = field(default_factory=lambda: {"query": "", "document": ""})
     format_version: int = FORMAT_VERSION
@@ -121,6 +127,12 @@ class InfEmbedConfig:
             or self.query_weight < 0
         ):
             raise ValueError(f"query_weight must be a finite number >= 0, got {self.query_weight!r}")
+        if (
+            isinstance(self.gate_threshold, bool)
+            or not isinstance(self.gate_threshold, (int, float))
+            or not -1.0 <= self.gate_threshold <= 1.0
+        ):
+            raise ValueError(f"gate_threshold must be a number in [-1, 1], got {self.gate_threshold!r}")
         if not isinstance(self.concat_template, str) or any(
             part not in self.concat_template for part in ("{query}", "{instruction}")
         ):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -123,6 +123,13 @@ def _check_arguments(batch_size: Any, precision: Any, truncate_dim: Any) -> None
         isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim <= 0
     ):
         raise ValueError(f"truncate_dim must be a positive integer or None, got {truncate_dim!r}")
+
+
+def distinct_with_rows(values: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """Distinct values in first-seen order and the position of each input among them."""
+    table: dict[Any, int] = {}
+    rows = [table.setdefault(v, len(table)) for v in values]
+    return list(table), rows
 
 
 def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[dict[str, Tensor], int]:
@@ -327,7 +334,7 @@ def run_inference(
         if fusion.anchors_query:
             anchor_queries = [prompt + text for text in texts]
         texts = [fusion.compose_text(text, instr) for text, instr in zip(texts, instructions)]
-        if config.fusion in ("concat", "anchored"):
+        if fusion.joins_text:
             max_length = config.max_query_length + config.max_instruction_length
     if prompt:
         texts = [prompt + text for text in texts]
@@ -377,6 +384,13 @@ def run_inference(
                 features["anchor_has_instruction"] = torch.tensor(
                     [has_instruction_text(instructions[i]) for i in batch_index], dtype=torch.bool, device=device
                 )
+                if fusion.gates_on_instruction:
+                    # Each distinct instruction of the batch once; rows without one point at any row (unused).
+                    distinct, gate_index = distinct_with_rows([prompt + (instructions[i] or "") for i in batch_index])
+                    gate_features, cut = tokenize(model.tokenizer, distinct, config.max_instruction_length)
+                    truncated += cut
+                    features.update({f"gate_{key}": value.to(device) for key, value in gate_features.items()})
+                    features["gate_index"] = torch.tensor(gate_index, dtype=torch.long, device=device)
             features = model(features)
             embeddings = features["sentence_embedding"]
             if truncate_dim is not None:

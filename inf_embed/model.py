@@ -211,7 +211,9 @@ class InfEmbed(nn.Module):
                 a text-pair fusion (``fusion="conditioned"``), ``instruction_segment`` (B, L) marking each pair's
                 instruction tokens (:func:`inf_embed.encode.tokenize_pairs`); for ``fusion="anchored"``, the
                 queries alone as ``anchor_input_ids`` / ``anchor_attention_mask`` (/ ``anchor_token_type_ids``)
-                (B, La) and ``anchor_has_instruction`` (B,) bool.
+                (B, La) and ``anchor_has_instruction`` (B,) bool; for ``fusion="gated"`` those and the distinct
+                instructions alone as ``gate_input_ids`` / ``gate_attention_mask`` (/ ``gate_token_type_ids``)
+                (U, Li) with ``gate_index`` (B,) int64, each row's instruction (any row where it has none).
 
         Returns:
             ``features`` plus ``token_embeddings`` (B, L, d) and ``sentence_embedding`` (B, d') where d' is the
@@ -240,8 +242,15 @@ class InfEmbed(nn.Module):
             anchor_states = self.embed_tokens(
                 features["anchor_input_ids"], anchor_mask, features.get("anchor_token_type_ids")
             )
+            instruction = None
+            if "gate_input_ids" in features:  # fusion "gated": the distinct instructions alone, (U, Li)
+                gate_mask = features["gate_attention_mask"]
+                gate_states = self.embed_tokens(
+                    features["gate_input_ids"], gate_mask, features.get("gate_token_type_ids")
+                )
+                instruction = self.pool(gate_states, gate_mask)[features["gate_index"]]
             embedding = self.fusion.anchor(
-                embedding, self.pool(anchor_states, anchor_mask), features["anchor_has_instruction"]
+                embedding, self.pool(anchor_states, anchor_mask), features["anchor_has_instruction"], instruction
             )
         return self._finish(features, tokens, embedding)
 

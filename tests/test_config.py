@@ -30,7 +30,7 @@ def test_unknown_key_in_saved_file_names_the_file(tmp_path):
     ("field", "value", "message"),
     [
         ("pooling", "max", "unknown pooling 'max'"),
-        ("fusion", "gated", "unknown fusion 'gated'"),
+        ("fusion", "gatted", "unknown fusion 'gatted'"),
         ("padding_side", "middle", "unknown padding_side"),
         ("max_query_length", 0, "max_query_length must be an integer"),
         ("projection_dim", -3, "projection_dim must be a positive integer"),

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from inf_embed.config import FUSION_NAMES
+
 FORMATS = ("beir", "followir", "infir", "nevir")
 
 
@@ -48,6 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop every instruction and rank by the query alone (ablation: how much the instructions add)",
     )
+    parser.add_argument(
+        "--fusion", default=None, choices=list(FUSION_NAMES), help="override the model's fusion (inf_embed models)"
+    )
+    parser.add_argument(
+        "--gate-threshold",
+        type=float,
+        default=None,
+        help="fusion gated: query-instruction cosine below which the query is embedded alone",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="encode batch size (default 32)")
     parser.add_argument("--top-k", type=int, default=None, help="beir/followir: documents retrieved per query")
     parser.add_argument("--cache-dir", default=None, help="cache corpus embeddings here (keyed by model and corpus)")
@@ -55,9 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_model(name: str | None, *, sentence_transformers: bool = False, device: str | None = None) -> Any:
-    """The model to evaluate: an InfEmbed, or a sentence-transformers model wrapped to take instructions."""
+def load_model(
+    name: str | None,
+    *,
+    sentence_transformers: bool = False,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """The model to evaluate: an InfEmbed (``overrides``: config fields, e.g. ``fusion``), or a
+    sentence-transformers model wrapped to take instructions."""
     if sentence_transformers:
+        if overrides:
+            raise ValueError(
+                f"config overrides {sorted(overrides)} apply to inf_embed models, not sentence-transformers"
+            )
         from sentence_transformers import SentenceTransformer
 
         from inf_embed.evaluation import ConcatInstructionEncoder
@@ -69,7 +91,7 @@ def load_model(name: str | None, *, sentence_transformers: bool = False, device:
         return ConcatInstructionEncoder(SentenceTransformer(name, device=device), name=name)
     from inf_embed import InfEmbed
 
-    return InfEmbed.from_pretrained(name, device=device) if name else InfEmbed(device=device)
+    return InfEmbed(name, device=device, **(overrides or {}))
 
 
 def build_evaluator(args: argparse.Namespace) -> Any:
@@ -125,12 +147,15 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2
+    overrides = {name: getattr(args, name) for name in ("fusion", "gate_threshold") if getattr(args, name) is not None}
     try:
         evaluator = build_evaluator(args)
+        model = load_model(
+            args.model, sentence_transformers=args.sentence_transformers, device=args.device, overrides=overrides
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    model = load_model(args.model, sentence_transformers=args.sentence_transformers, device=args.device)
     if args.no_instructions:
         from inf_embed.evaluation import QueryOnlyEncoder
 

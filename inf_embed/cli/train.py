@@ -78,6 +78,12 @@ def register(subparsers: Any) -> None:
         help="fusion anchored: weight (>= 0) of the query encoded alone (default: 0.5)",
     )
     parser.add_argument(
+        "--gate-threshold",
+        type=float,
+        default=None,
+        help="fusion gated: query-instruction cosine below which the query is embedded alone (default: 0.3)",
+    )
+    parser.add_argument(
         "--instruction-weight",
         type=float,
         default=None,
@@ -193,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 "max_passage_length",
                 "instruction_weight",
                 "query_weight",
+                "gate_threshold",
             )
             if getattr(args, name, None) is not None
         }

@@ -2,15 +2,17 @@
 
 A fusion acts at two points of the query path:
 
-1. ``compose_text(query, instruction)`` runs before tokenisation. ``concat`` joins the texts here; the others
-   return the query unchanged.
+1. ``compose_text(query, instruction)`` runs before tokenisation. ``concat`` (and ``anchored``, ``gated``) join
+   the texts here; the others return the query unchanged.
 2. ``forward(...)`` runs after the backbone. ``attention`` mixes the separately encoded instruction and query
    token states through :func:`inf_embed.ops.iq_attention_pool`; ``residual`` adds a learned projection of the
    instruction content the query tokens attend to (same op) to the pooled query; the others return the pooled
    query.
 
 Only fusions with ``encodes_instruction = True`` get instruction token states, so the engine encodes
-instructions only when they are used.
+instructions only when they are used. ``anchored`` and ``gated`` (``anchors_query = True``) also get the query
+encoded alone, and ``gated`` (``gates_on_instruction = True``) the instruction encoded alone; their ``anchor(...)``
+combines these with the joined text's embedding.
 
 ``conditioned`` (``pairs_text = True``) works differently: query and instruction are tokenised together as a text
 pair, ``tokenizer(query, instruction)``, so the backbone's self-attention lets the instruction shape the query
@@ -82,7 +84,9 @@ class Fusion(nn.Module):
 
     name: ClassVar[str] = ""
     encodes_instruction: ClassVar[bool] = False
+    joins_text: ClassVar[bool] = False  # compose_text joins query and instruction (token budget of both)
     anchors_query: ClassVar[bool] = False  # also encodes the query alone (see AnchoredFusion.anchor)
+    gates_on_instruction: ClassVar[bool] = False  # also encodes the instruction alone (see GatedFusion.anchor)
     pairs_text: ClassVar[bool] = False
 
     def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
@@ -139,6 +143,8 @@ class ConcatFusion(Fusion):
     ``encode`` of the same text.
     """
 
+    joins_text: ClassVar[bool] = True
+
     def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
         super().__init__(config, hidden_size)
         self.template = config.concat_template
@@ -167,13 +173,16 @@ class AnchoredFusion(ConcatFusion):
         super().__init__(config, hidden_size)
         self.query_weight = float(config.query_weight)
 
-    def anchor(self, joined: Tensor, query: Tensor, has_instruction: Tensor) -> Tensor:
+    def anchor(
+        self, joined: Tensor, query: Tensor, has_instruction: Tensor, instruction: Tensor | None = None
+    ) -> Tensor:
         """Mix the joined-text and query-alone embeddings of instructed rows.
 
         Args:
             joined: (P, d) pooled ``compose_text(query, instruction)`` states.
             query: (P, d) pooled query-alone states.
             has_instruction: (P,) bool; rows without instruction keep ``joined`` (which is then the query).
+            instruction: unused (see :class:`GatedFusion`).
 
         Returns:
             (P, d) embeddings.
@@ -181,6 +190,59 @@ class AnchoredFusion(ConcatFusion):
         normalize = nn.functional.normalize
         mixed = normalize(joined, dim=-1) + self.query_weight * normalize(query, dim=-1)
         return torch.where(has_instruction.unsqueeze(1), mixed.to(joined.dtype), joined)
+
+
+@register_fusion("gated")
+class GatedFusion(ConcatFusion):
+    """``concat``, falling back to the query alone when the instruction does not fit the query.
+
+    ``e = pool(Q ⊕ I)`` if ``cos(pool(Q), pool(I)) >= gate_threshold`` else ``pool(Q)``, where ``pool(Q)`` and
+    ``pool(I)`` encode the query and the instruction each alone. A joined text is dominated by a long instruction
+    (on InF-IR dev the trained ``concat`` embedding has cosine ~0.96 with the instruction alone), so when one
+    instruction is applied to a query it does not describe, ``concat`` retrieves what the instruction describes
+    and ignores the query. The gate keeps the query in charge of the topic in that case; an instruction that fits
+    its query is used exactly as ``concat`` uses it. The gate has no parameters; ``gate_threshold`` is chosen by
+    measurement (BENCHMARKS.md). The selection is a hard switch per row: gradients flow through the selected
+    branch only.
+
+    A query without instruction gets the plain pooled query, as with every fusion.
+    """
+
+    anchors_query: ClassVar[bool] = True
+    gates_on_instruction: ClassVar[bool] = True
+
+    def __init__(self, config: InfEmbedConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        self.gate_threshold = float(config.gate_threshold)
+
+    def fits(self, query: Tensor, instruction: Tensor) -> Tensor:
+        """(P,) bool: whether each instruction fits its query, ``cos(query, instruction) >= gate_threshold``.
+
+        Args:
+            query: (P, d) pooled query-alone states.
+            instruction: (P, d) pooled instruction-alone states.
+        """
+        cosine = nn.functional.cosine_similarity(query.float(), instruction.float(), dim=-1)
+        return cosine >= self.gate_threshold
+
+    def anchor(
+        self, joined: Tensor, query: Tensor, has_instruction: Tensor, instruction: Tensor | None = None
+    ) -> Tensor:
+        """Keep the joined-text embedding where the instruction fits, else take the query alone.
+
+        Args:
+            joined: (P, d) pooled ``compose_text(query, instruction)`` states.
+            query: (P, d) pooled query-alone states.
+            has_instruction: (P,) bool; rows without instruction keep ``joined`` (which is then the query).
+            instruction: (P, d) pooled instruction-alone states (any values on rows without instruction).
+
+        Returns:
+            (P, d) embeddings.
+        """
+        if instruction is None:
+            raise ValueError("fusion 'gated' needs the instructions encoded alone (instruction=None)")
+        keep = ~has_instruction | self.fits(query, instruction)
+        return torch.where(keep.unsqueeze(1), joined, query.to(joined.dtype))
 
 
 @register_fusion("attention")

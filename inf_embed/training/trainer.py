@@ -47,7 +47,7 @@ from inf_embed.data import (
     load_triplets,
     with_plain_queries,
 )
-from inf_embed.encode import _resolve_prompt, tokenize, tokenize_pairs
+from inf_embed.encode import _resolve_prompt, distinct_with_rows, tokenize, tokenize_pairs
 from inf_embed.losses import ContrastiveLoss, get_loss
 from inf_embed.losses.cached import CachedLoss
 from inf_embed.modules.fusion import has_instruction_text
@@ -119,8 +119,11 @@ class BatchPlan:
         pair_query: (P,) int64, for attention: row in ``queries`` of each distinct (query, instruction) pair;
             otherwise the row in ``texts``.
         pair_instruction: (P,) int64 row in ``instructions`` (-1: no instruction); attention only.
-        pair_anchor: (P,) int64 row in ``anchors`` (the queries alone) of each pair; anchored fusion only.
-        pair_has_instruction: (P,) bool, whether each pair has an instruction; anchored fusion only.
+        pair_anchor: (P,) int64 row in ``anchors`` (the queries alone) of each pair; anchored and gated fusions
+            only.
+        pair_has_instruction: (P,) bool, whether each pair has an instruction; anchored and gated fusions only.
+        pair_gate_instruction: (P,) int64 row in ``gate_instructions`` (the instructions alone) of each pair; gated
+            fusion only.
         item_pairs: (N,) pair of each item's query side.
         query_negative_pairs: (G,) pairs of the extra query-side negatives.
         query_negative_passage_rows: (G,) row in ``passages`` of the passage each of them must not retrieve.
@@ -137,6 +140,7 @@ class BatchPlan:
     pair_instruction: Tensor | None
     pair_anchor: Tensor | None
     pair_has_instruction: Tensor | None
+    pair_gate_instruction: Tensor | None
     item_pairs: Tensor
     query_negative_pairs: Tensor
     query_negative_passage_rows: Tensor
@@ -145,13 +149,6 @@ class BatchPlan:
     hard_negative_rows: Tensor
     text: TextBatch
     truncated: int = 0
-
-
-def _index_of(values: Sequence[Any]) -> tuple[list[Any], list[int]]:
-    """Distinct values in first-seen order and the position of each input among them."""
-    table: dict[Any, int] = {}
-    rows = [table.setdefault(v, len(table)) for v in values]
-    return list(table), rows
 
 
 def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch.device | str = "cpu") -> BatchPlan:
@@ -172,7 +169,7 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
     uses_variants = bool(getattr(loss, "uses_instruction_variants", False)) and text.variants is not None
 
     passages = list(text.positives) + (list(text.hard_negatives) if uses_hard else [])
-    distinct_passages, passage_rows = _index_of(passages)
+    distinct_passages, passage_rows = distinct_with_rows(passages)
     doc_prompt = _resolve_prompt(model, None, None, "document")
     query_prompt = _resolve_prompt(model, None, None, "query")
 
@@ -188,7 +185,7 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         variant_shape = tuple(text.variants.ids.shape)  # type: ignore[assignment]
         for row, query in enumerate(text.queries):
             pairs += [(query, i if has_instruction_text(i) else None) for i in text.variants.texts[row]]
-    distinct_pairs, pair_rows = _index_of(pairs)
+    distinct_pairs, pair_rows = distinct_with_rows(pairs)
 
     truncated = 0
 
@@ -205,9 +202,10 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
     pair_instruction: Tensor | None = None
     pair_anchor: Tensor | None = None
     pair_has_instruction: Tensor | None = None
+    pair_gate_instruction: Tensor | None = None
     if fusion.encodes_instruction:
-        queries, query_rows = _index_of([q for q, _ in distinct_pairs])
-        instructions, instr_rows = _index_of([i for _, i in distinct_pairs if i is not None])
+        queries, query_rows = distinct_with_rows([q for q, _ in distinct_pairs])
+        instructions, instr_rows = distinct_with_rows([i for _, i in distinct_pairs if i is not None])
         it = iter(instr_rows)
         pair_instruction = torch.tensor(
             [next(it) if i is not None else -1 for _, i in distinct_pairs], dtype=torch.long, device=device
@@ -232,19 +230,24 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         kinds["texts"] = "pooled"
     else:
         max_length = config.max_query_length
-        if config.fusion in ("concat", "anchored"):
+        if fusion.joins_text:
             max_length += config.max_instruction_length
         composed = [query_prompt + fusion.compose_text(q, i) for q, i in distinct_pairs]
-        distinct_texts, text_rows = _index_of(composed)
+        distinct_texts, text_rows = distinct_with_rows(composed)
         pair_query = torch.tensor(text_rows, dtype=torch.long, device=device)
         groups["texts"] = tok(distinct_texts, max_length)
         kinds["texts"] = "pooled"
         if fusion.anchors_query:
-            anchors, anchor_rows = _index_of([query_prompt + q for q, _ in distinct_pairs])
+            anchors, anchor_rows = distinct_with_rows([query_prompt + q for q, _ in distinct_pairs])
             pair_anchor = torch.tensor(anchor_rows, dtype=torch.long, device=device)
             pair_has_instruction = torch.tensor([i is not None for _, i in distinct_pairs], device=device)
             groups["anchors"] = tok(anchors, config.max_query_length)
             kinds["anchors"] = "pooled"
+        if fusion.gates_on_instruction:
+            alone, alone_rows = distinct_with_rows([query_prompt + (i or "") for _, i in distinct_pairs])
+            pair_gate_instruction = torch.tensor(alone_rows, dtype=torch.long, device=device)
+            groups["gate_instructions"] = tok(alone, config.max_instruction_length)
+            kinds["gate_instructions"] = "pooled"
 
     rows = torch.tensor(pair_rows, dtype=torch.long, device=device)
     n_qneg = len(qneg)
@@ -264,6 +267,7 @@ def plan_batch(model: Any, text: TextBatch, loss: ContrastiveLoss, device: torch
         pair_instruction=pair_instruction,
         pair_anchor=pair_anchor,
         pair_has_instruction=pair_has_instruction,
+        pair_gate_instruction=pair_gate_instruction,
         item_pairs=rows[:n_items],
         query_negative_pairs=rows[n_items : n_items + n_qneg],
         query_negative_passage_rows=query_negative_passage_rows,
@@ -304,6 +308,13 @@ class _Encoder(nn.Module):
         return out
 
 
+def _finish_embeddings(model: Any, pooled: Tensor) -> Tensor:
+    """The model's projection (if any) and L2 normalisation of (n, d) pooled states."""
+    if model.projection is not None:
+        pooled = model.projection(pooled)
+    return nn.functional.normalize(pooled, p=2, dim=-1)
+
+
 def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[dict[str, Tensor]], dict[str, Any]]:
     """The function mapping the representations of ``plan``'s groups to the loss's keyword arguments.
 
@@ -314,9 +325,7 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
     """
 
     def finish(x: Tensor) -> Tensor:
-        if model.projection is not None:
-            x = model.projection(x)
-        return nn.functional.normalize(x, p=2, dim=-1)
+        return _finish_embeddings(model, x)
 
     def head(reps: dict[str, Tensor]) -> dict[str, Any]:
         passages = finish(reps["passages"])
@@ -335,7 +344,10 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
         else:
             pairs = reps["texts"][plan.pair_query]
             if plan.pair_anchor is not None and plan.pair_has_instruction is not None:
-                pairs = model.fusion.anchor(pairs, reps["anchors"][plan.pair_anchor], plan.pair_has_instruction)
+                alone = None
+                if plan.pair_gate_instruction is not None:
+                    alone = reps["gate_instructions"][plan.pair_gate_instruction]
+                pairs = model.fusion.anchor(pairs, reps["anchors"][plan.pair_anchor], plan.pair_has_instruction, alone)
         pairs = finish(pairs)  # (P, d)
         inputs: dict[str, Any] = {
             "query_embeddings": pairs[plan.item_pairs],

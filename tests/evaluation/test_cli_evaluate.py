@@ -105,3 +105,29 @@ def test_query_only_encoder_ignores_the_instruction_and_keeps_documents(tiny_mod
     )
     with pytest.raises(TypeError, match="encode_query"):
         QueryOnlyEncoder(object())
+
+
+def test_evaluate_fusion_override_matches_the_evaluator_on_the_overridden_model(tiny_model_dir, shared_data, tmp_path):
+    from inf_embed import InfEmbed
+    from inf_embed.evaluation import InfIREvaluator
+
+    lines = (shared_data / "infir-marco" / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:6]
+    records = tmp_path / "dev.jsonl"
+    records.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "results.json"
+    argv = ["evaluate", "--model", tiny_model_dir, "--data", str(records), "--format", "infir", "--output", str(output)]
+    assert main([*argv, "--fusion", "gated", "--gate-threshold", "0.9"]) == 0
+    got = json.loads(output.read_text())["results"]
+    model = InfEmbed.from_pretrained(tiny_model_dir, fusion="gated", gate_threshold=0.9)
+    expected = InfIREvaluator.from_path(records)(model)
+    for name in ("p_mrr_instruction", "p_mrr_query", "paired_accuracy", "ndcg_at_10"):
+        assert got[name] == pytest.approx(expected[name]), name
+
+
+def test_evaluate_rejects_a_bad_override_and_overrides_of_sentence_transformers(tiny_model_dir, tmp_path, capsys):
+    data = write_beir(tmp_path / "beir")
+    argv = ["evaluate", "--model", tiny_model_dir, "--data", str(data), "--format", "beir"]
+    assert main([*argv, "--fusion", "gated", "--gate-threshold", "2"]) == 1
+    assert "gate_threshold must be a number in [-1, 1]" in capsys.readouterr().err
+    assert main([*argv, "--sentence-transformers", "--fusion", "concat"]) == 1
+    assert "apply to inf_embed models" in capsys.readouterr().err

@@ -11,9 +11,11 @@ from inf_embed.modules import get_fusion, list_fusions
 
 
 def test_registry_lists_fusions_and_rejects_unknown_names():
-    assert {"attention", "concat", "none"} <= set(list_fusions())
-    with pytest.raises(ValueError, match="unknown fusion 'gated'"):
-        get_fusion("gated")
+    from inf_embed.config import FUSION_NAMES
+
+    assert set(list_fusions()) == set(FUSION_NAMES)  # every config choice builds, every fusion is configurable
+    with pytest.raises(ValueError, match="unknown fusion 'gatted'"):
+        get_fusion("gatted")
 
 
 @pytest.mark.parametrize("empty", [None, "", "   "])
@@ -184,3 +186,70 @@ def test_query_weight_is_validated_and_round_trips(tiny_model_dir, tmp_path):
     path = _anchored(tiny_model_dir, query_weight=0.25).save_pretrained(tmp_path / "m")
     loaded = InfEmbed.from_pretrained(path)
     assert loaded.config.fusion == "anchored" and loaded.fusion.query_weight == 0.25
+
+
+def _gated(tiny_model_dir, **overrides):
+    from inf_embed import InfEmbed
+
+    return InfEmbed.from_pretrained(tiny_model_dir, fusion="gated", **{"normalize": True, **overrides})
+
+
+def _query_instruction_cosines(model, queries, instructions):
+    alone = model.encode_document(list(queries) + list(instructions), convert_to_tensor=True)
+    return torch.nn.functional.cosine_similarity(alone[: len(queries)], alone[len(queries) :], dim=-1)
+
+
+def test_gated_fusion_keeps_fitting_instructions_and_falls_back_to_the_query_alone(tiny_model_dir):
+    from inf_embed import InfEmbed
+
+    queries = ["what is a neutrophil", "tax form 1040", "how tall is mount everest", "python list sort"]
+    instructions = ["explain how they kill bacteria", "for a small business", "in feet please", "sorting in place"]
+    probe = _gated(tiny_model_dir)
+    cosines = _query_instruction_cosines(probe, queries, instructions)
+    threshold = float(cosines.median())  # half the rows fit, half fall back
+    model = _gated(tiny_model_dir, gate_threshold=threshold)
+    got = model.encode_query(queries, instruction=instructions, convert_to_tensor=True)
+    concat = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat", normalize=True)
+    joined = concat.encode_query(queries, instruction=instructions, convert_to_tensor=True)
+    alone = concat.encode_query(queries, convert_to_tensor=True)
+    fits = cosines >= threshold
+    assert 0 < int(fits.sum()) < len(queries)
+    for row in range(len(queries)):
+        expected = joined[row] if fits[row] else alone[row]
+        torch.testing.assert_close(got[row], expected, rtol=1e-4, atol=1e-5, msg=f"row {row}, fits={bool(fits[row])}")
+        assert model.fusion.fits(
+            alone[row : row + 1], model.encode_document([instructions[row]], convert_to_tensor=True)
+        )[0] == bool(fits[row])
+
+
+def test_gated_fusion_extremes_and_rows_without_instruction(tiny_model_dir):
+    from inf_embed import InfEmbed
+
+    queries, instructions = ["what is a neutrophil", "tax form 1040", "what is a neutrophil"], ["for a nurse", None, ""]
+    concat = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat", normalize=True)
+    always = _gated(tiny_model_dir, gate_threshold=-1.0).encode_query(queries, instruction=instructions)
+    np.testing.assert_allclose(always, concat.encode_query(queries, instruction=instructions), rtol=1e-4, atol=1e-5)
+    never = _gated(tiny_model_dir, gate_threshold=1.0).encode_query(queries, instruction=instructions)
+    np.testing.assert_allclose(never, concat.encode_query(queries), rtol=1e-4, atol=1e-5)
+    # one shared instruction for every query, and a batch size that splits the rows over batches
+    shared = _gated(tiny_model_dir, gate_threshold=1.0).encode_query(queries, instruction="for a nurse", batch_size=2)
+    np.testing.assert_allclose(shared, concat.encode_query(queries), rtol=1e-4, atol=1e-5)
+
+
+def test_gate_threshold_is_validated_and_round_trips(tiny_model_dir, tmp_path):
+    from inf_embed import InfEmbed
+    from inf_embed.config import InfEmbedConfig
+
+    for bad in (1.5, -1.01, float("nan"), True, "0.3"):
+        with pytest.raises(ValueError, match="gate_threshold"):
+            InfEmbedConfig(gate_threshold=bad)
+    path = _gated(tiny_model_dir, gate_threshold=0.42).save_pretrained(tmp_path / "m")
+    loaded = InfEmbed.from_pretrained(path)
+    assert loaded.config.fusion == "gated" and loaded.fusion.gate_threshold == 0.42
+
+
+def test_gated_anchor_without_instruction_states_is_an_error(tiny_model_dir):
+    model = _gated(tiny_model_dir)
+    rows = torch.randn(2, 32)
+    with pytest.raises(ValueError, match="instructions encoded alone"):
+        model.fusion.anchor(rows, rows, torch.tensor([True, False]))

@@ -332,3 +332,27 @@ def test_poisoned_query_exclusion_is_each_poisoned_querys_record_hard_negative(t
     model.train()
     out = Trainer(model, _args(tmp_path, max_steps=2), records(6), loss=loss).train()
     assert out.global_step == 2 and torch.isfinite(torch.tensor(out.training_loss))
+
+
+def test_gated_fusion_training_embeddings_equal_encode_query_on_both_branches(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "gated").eval()
+    loss = get_loss("multi:P+I+IQ")
+    text = build_text_batch(records(4), num_instruction_variants=3, generator=torch.Generator().manual_seed(0))
+    alone = model.encode_document(list(text.queries) + list(text.instructions), convert_to_tensor=True)
+    n = len(text.queries)
+    cosines = torch.nn.functional.cosine_similarity(alone[:n], alone[n:], dim=-1)
+    model.fusion.gate_threshold = float(cosines.median())  # some items keep the joined text, some fall back
+    text, inputs = _head_inputs(model, loss)
+    fits = model.fusion.fits(alone[:n], alone[n:])
+    assert 0 < int(fits.sum()) < n
+    queries = model.encode_query(text.queries, instruction=text.instructions, convert_to_tensor=True)
+    torch.testing.assert_close(inputs["query_embeddings"], queries, rtol=1e-4, atol=1e-5)
+    negatives = model.encode_query(
+        [q for _, q in text.negative_queries], instruction=[i for i, _ in text.negative_queries], convert_to_tensor=True
+    )
+    torch.testing.assert_close(inputs["query_negative_embeddings"], negatives, rtol=1e-4, atol=1e-5)
+    # and a training step runs, changing the backbone through both branches
+    before = _weights(model)
+    Trainer(model, _args(tmp_path, max_steps=2, loss="multi:P+I+IQ"), records(6)).train()
+    after = _weights(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))

@@ -1,0 +1,142 @@
+"""The ``gated`` fusion's threshold: how often it falls back, and what that does to instruction following.
+
+    python benchmarks/gate_threshold.py [--model M] [--thresholds 0.2,0.25,0.3,0.35,0.4] [--json FILE]
+
+``gated`` embeds ``concat``'s joined text, or the query alone when the query and the instruction, each encoded
+alone, have a cosine below ``gate_threshold``. For one model (default: the shipped default model) and each
+threshold this prints, next to plain ``concat``:
+
+- the gate on ``infir-marco/train.jsonl`` (the threshold is chosen there, not on dev): the share of fitting pairs
+  ``(Q+, I+)`` and ``(Q+, I-)`` that fall back (instruction wrongly dropped) and of misfit pairs ``(Q-, I+)``
+  (the poisoned query: the instruction describes another query's passage) that fall back (caught);
+- InF-IR dev (``infir-marco/dev.jsonl``, its 400 passages; ``+msmarco``: the 1,743
+  ``instructir/msmarco_filtered`` passages added): p-MRR for an instruction change and a query change, paired
+  accuracy, nDCG@10, all through ``InfIREvaluator`` and the real ``encode_query`` path;
+- ``unrelated nDCG@10``: nDCG@10 of each dev record's P+ when its query comes with another record's instruction
+  (a fixed derangement, seed 0): what one instruction applied to queries it does not fit does to retrieval;
+- ``demo top-1``: of the 12 (ambiguous query, disambiguating instruction) examples of ``inf-embed demo`` (e.g.
+  "python" + "I am a software developer ... the programming language"), how many rank the document the
+  instruction asks for first. Such instructions share few words with their query, so the gate can drop them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def derangement(count: int, seed: int) -> list[int]:
+    """A permutation of ``range(count)`` with no fixed point (each record gets another record's instruction)."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(count))
+        rng.shuffle(order)
+        if all(i != j for i, j in enumerate(order)):
+            return order
+
+
+def gate_rates(model: Any, records: list[dict[str, Any]], thresholds: list[float]) -> dict[float, dict[str, float]]:
+    """Per threshold: the share (%) of fitting and of misfit (query, instruction) pairs that fall back."""
+    texts = sorted(
+        {
+            r[f]
+            for r in records
+            for f in ("query_positive", "query_negative", "instruction_positive", "instruction_negative")
+        }
+    )
+    # encode_query without instruction is how the gated fusion encodes each side alone (query prompt, pooled)
+    embedded = dict(zip(texts, model.encode_query(texts, batch_size=64, normalize_embeddings=True)))
+
+    def cosines(query_field: str, instruction_field: str) -> np.ndarray:
+        return np.array([float(embedded[r[query_field]] @ embedded[r[instruction_field]]) for r in records])
+
+    fitting = np.concatenate(
+        [cosines("query_positive", "instruction_positive"), cosines("query_positive", "instruction_negative")]
+    )
+    misfit = cosines("query_negative", "instruction_positive")
+    return {
+        t: {
+            "fitting_fall_back": 100 * float((fitting < t).mean()),
+            "misfit_fall_back": 100 * float((misfit < t).mean()),
+        }
+        for t in thresholds
+    }
+
+
+def demo_top1(model: Any) -> int:
+    """How many instructed demo examples rank their target document first."""
+    from inf_embed.demo import run_demo
+
+    return sum(r.ranked_ids[0] == r.target for rankings in run_demo(model) for r in rankings if r.target is not None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--thresholds", default="0.2,0.25,0.3,0.35,0.4")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+
+    from inf_embed import InfEmbed
+    from inf_embed.evaluation import InfIREvaluator
+
+    data = args.data_root / "infir-marco"
+    dev = read_records(data / "dev.jsonl")
+    order = derangement(len(dev), seed=0)
+    unrelated = [{**r, "instruction_positive": dev[j]["instruction_positive"]} for r, j in zip(dev, order)]
+    extra = args.data_root / "instructir" / "msmarco_filtered"
+    options = {"batch_size": args.batch_size}
+    evaluators = {
+        "dev": InfIREvaluator(dev, **options),
+        "dev+msmarco": InfIREvaluator.from_path(data, split="dev", extra_corpus=extra, **options),
+        "unrelated": InfIREvaluator(unrelated, **options),
+    }
+    rates = gate_rates(InfEmbed(args.model), read_records(data / "train.jsonl"), thresholds)
+
+    rows = []
+    for threshold in [None, *thresholds]:
+        fusion = {"fusion": "concat"} if threshold is None else {"fusion": "gated", "gate_threshold": threshold}
+        model = InfEmbed(args.model, **fusion)
+        results = {name: ev(model) for name, ev in evaluators.items()}
+        row = {"threshold": threshold, "train_gate": rates.get(threshold), "results": results}
+        rows.append({**row, "demo_top1": demo_top1(model)})
+        print(f"# {fusion} done", flush=True)
+
+    print(
+        "\n| fusion | train: fitting pairs falling back % | train: misfit pairs falling back % | p-MRR instr | "
+        "p-MRR query | paired % | nDCG@10 | +msmarco p-MRR instr | +msmarco p-MRR query | +msmarco nDCG@10 | "
+        "unrelated nDCG@10 | demo top-1 (of 12) |"
+    )
+    print("|" + "---|" * 12)
+    for row in rows:
+        dev_r, x, u = row["results"]["dev"], row["results"]["dev+msmarco"], row["results"]["unrelated"]
+        gate = row["train_gate"]
+        name = "concat" if row["threshold"] is None else f"gated {row['threshold']:g}"
+        cells = ["–", "–"] if gate is None else [f"{gate['fitting_fall_back']:.1f}", f"{gate['misfit_fall_back']:.1f}"]
+        cells += [f"{100 * dev_r['p_mrr_instruction']:.1f}", f"{100 * dev_r['p_mrr_query']:.1f}"]
+        cells += [f"{100 * dev_r['paired_accuracy']:.1f}", f"{dev_r['ndcg_at_10']:.4f}"]
+        cells += [f"{100 * x['p_mrr_instruction']:.1f}", f"{100 * x['p_mrr_query']:.1f}", f"{x['ndcg_at_10']:.4f}"]
+        cells += [f"{u['ndcg_at_10']:.4f}", str(row["demo_top1"])]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": args.model or "default", "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
