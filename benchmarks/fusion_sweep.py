@@ -58,6 +58,7 @@ class Run:
     model: tuple[tuple[str, Any], ...] = ()
     loss_options: str | None = None
     plain_queries: bool = False
+    preserve_weight: float = 0.0
     alphas: tuple[float, ...] = ()
     ranks: tuple[int, ...] = ()
     eval_fusions: tuple[str, ...] = ()  # parameter-free fusions the trained model is also evaluated with
@@ -107,6 +108,7 @@ def poisoned(
     ranks: tuple[int, ...] = (),
     exclude_record_hard_negative: bool = False,
     eval_fusions: tuple[str, ...] = (),
+    preserve_weight: float = 0.0,
 ) -> Run:
     """A concat run with the IX/Q terms (``multi:P+I+IQ+IX+Q``, ``inf_embed.losses.poisoned_query``)."""
     options = f"instruction_weight={ix},weight={q},passage_gradient={passage_gradient}"
@@ -124,6 +126,7 @@ def poisoned(
         alphas=alphas,
         ranks=ranks,
         eval_fusions=eval_fusions,
+        preserve_weight=preserve_weight,
     )
 
 
@@ -220,6 +223,23 @@ RUNS += [
     ),
 ]
 
+# the best near-miss with its passages held near the backbone's (TrainingArguments.preserve_weight): does SciFact
+# hold while the query side learns the instructions?
+RUNS += [
+    poisoned(
+        f"attn-IX.05Q.1-pg0-plain-lr5e-5-xhn-keep{weight:g}",
+        ATTENTION_ONLY,
+        5e-5,
+        3,
+        0.05,
+        0.1,
+        alphas=(),
+        exclude_record_hard_negative=True,
+        preserve_weight=weight,
+    )
+    for weight in (5.0, 20.0)
+]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),
@@ -303,6 +323,7 @@ def train_run(
             loss=run.loss,
             loss_options=run.loss_options,
             plain_queries=run.plain_queries,
+            preserve_weight=run.preserve_weight,
             batch_size=16,
             learning_rate=run.lr,
             head_learning_rate=run.head_lr,
@@ -331,6 +352,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             for part in (
                 run.get("loss_options") or "",
                 "plain queries" if run.get("plain_queries") else "",
+                f"preserve {run['preserve_weight']:g}" if run.get("preserve_weight") else "",
                 "trained " + ("attention" if run.get("trainable") == ATTENTION_ONLY else run.get("trainable") or "all"),
             )
             if part

@@ -16,11 +16,13 @@ from inf_embed.losses import poisoned_query as _poisoned_query  # noqa: F401  (r
 from inf_embed.losses.base import ContrastiveLoss, instruction_negative_mask, masked_cross_entropy
 from inf_embed.losses.inf_ir import InfIRLoss
 from inf_embed.losses.poisoned_query import PoisonedQueryLoss
+from inf_embed.losses.preservation import PassagePreservationLoss
 from inf_embed.losses.registry import canonical_loss_name, get_loss, list_losses, register_loss
 
 __all__ = [
     "ContrastiveLoss",
     "InfIRLoss",
+    "PassagePreservationLoss",
     "PoisonedQueryLoss",
     "canonical_loss_name",
     "get_loss",

@@ -37,6 +37,11 @@ class TrainingArguments:
         plain_queries: also train each record's query without its instruction, ``("", Q+, P+)``, as a record of
             its own (:func:`inf_embed.data.with_plain_queries`), so that queries without instruction keep
             retrieving their passages.
+        preserve_weight: weight (>= 0) of a term that keeps the passage embeddings near the starting model's:
+            ``preserve_weight * mean_j (1 - cos(p_j, p0_j))`` over the batch's distinct passages, ``p0_j`` from a
+            frozen copy of the model as it was when the trainer was built
+            (:class:`inf_embed.losses.PassagePreservationLoss`). 0 (default) leaves it out. It protects
+            retrieval without instructions (e.g. BEIR) from drifting while the query side learns instructions.
         temperature: tau of the contrastive loss.
         num_instruction_variants: M, instruction variants per item for the I term (own instruction included).
         epochs: passes over the data (ignored when ``max_steps`` is set).
@@ -75,6 +80,7 @@ class TrainingArguments:
         None, "the loss's own options, NAME=VALUE[,NAME=VALUE] numbers, e.g. weight=0.5,instruction_weight=0.3"
     )
     plain_queries: bool = _opt(False, "also train each record's query without its instruction (Q+ -> P+) as a record")
+    preserve_weight: float = _opt(0.0, "weight of 1 - cos(passage, starting model's passage); 0 leaves it out")
     temperature: float = _opt(0.05, "temperature tau of the contrastive loss")
     num_instruction_variants: int = _opt(6, "instruction variants per item for the I term (M, own included)")
     epochs: float = _opt(1.0, "passes over the training data (ignored when --max-steps is set)")
@@ -134,6 +140,7 @@ class TrainingArguments:
         if not isinstance(self.plain_queries, bool):
             raise ValueError(f"plain_queries: expected True or False, got {self.plain_queries!r}")
         self.loss_kwargs()  # raises on a malformed value
+        _finite(self, "preserve_weight", minimum=0.0)
         _finite(self, "temperature", minimum=0.0, strict=True)
         _finite(self, "epochs", minimum=0.0, strict=True)
         _finite(self, "weight_decay", minimum=0.0)

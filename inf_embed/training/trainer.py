@@ -23,6 +23,7 @@ the concatenated epochs, so the step counter alone fixes the next batch (exact r
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ from inf_embed.data import (
 from inf_embed.encode import _resolve_prompt, distinct_with_rows, tokenize, tokenize_pairs
 from inf_embed.losses import ContrastiveLoss, get_loss
 from inf_embed.losses.cached import CachedLoss
+from inf_embed.losses.preservation import PassagePreservationLoss
 from inf_embed.modules.fusion import has_instruction_text
 from inf_embed.training import checkpoint as ckpt
 from inf_embed.training.args import TrainingArguments
@@ -315,7 +317,9 @@ def _finish_embeddings(model: Any, pooled: Tensor) -> Tensor:
     return nn.functional.normalize(pooled, p=2, dim=-1)
 
 
-def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[dict[str, Tensor]], dict[str, Any]]:
+def make_head(
+    model: Any, plan: BatchPlan, loss: ContrastiveLoss, preservation_targets: Tensor | None = None
+) -> Callable[[dict[str, Tensor]], dict[str, Any]]:
     """The function mapping the representations of ``plan``'s groups to the loss's keyword arguments.
 
     It applies the model's fusion to the (query, instruction) pairs (the attention fusion pairs them through
@@ -380,6 +384,11 @@ def make_head(model: Any, plan: BatchPlan, loss: ContrastiveLoss) -> Callable[[d
             inputs["instruction_variant_embeddings"] = pairs[plan.variant_pairs]  # (N, M, d)
             inputs["instruction_ids"] = variants.ids.to(pairs.device)
             inputs["instruction_variant_mask"] = variants.mask.to(pairs.device)
+        if getattr(loss, "uses_preservation_targets", False):
+            if preservation_targets is None:
+                raise ValueError("the passage-preservation term needs the starting model's passages; got None")
+            inputs["preserved_passage_embeddings"] = passages  # (J, d), the plan's distinct passages
+            inputs["preservation_targets"] = preservation_targets
         if not getattr(loss, "uses_query_embeddings", True):
             inputs["query_embeddings"] = None
         return inputs
@@ -483,7 +492,10 @@ class Trainer:
             raise ValueError(
                 "loss_options: only applies to a loss given by name; a loss object carries its own options"
             )
+        if args.preserve_weight > 0:
+            loss = PassagePreservationLoss(loss, args.preserve_weight)
         self.loss = loss
+        self.start_model: Any = None  # frozen copy of the model at the start of training (passage preservation)
         self.evaluator = evaluator
         self.world_size = get_world_size()
         self.rank = get_rank()
@@ -579,6 +591,9 @@ class Trainer:
 
     def _setup(self) -> None:
         self.model.to(self.device)
+        if getattr(self.loss, "uses_preservation_targets", False):
+            # the weights the trainer was given, before any resumed checkpoint replaces them
+            self.start_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         if self.args.gradient_checkpointing:
             backbone = self.model.backbone
             if not getattr(backbone, "supports_gradient_checkpointing", False):
@@ -627,7 +642,17 @@ class Trainer:
     def _forward_backward(self, text: TextBatch, *, scale: float, last: bool, step: int, micro: int) -> float:
         plan = plan_batch(self.model, text, self.loss, self.device)
         self._truncated += plan.truncated
-        head = make_head(self.model, plan, self.loss)
+        targets = None
+        if self.start_model is not None:
+            with torch.no_grad(), self._autocast():
+                passages = plan.groups["passages"]
+                states = self.start_model.embed_tokens(
+                    passages["input_ids"], passages["attention_mask"], passages.get("token_type_ids")
+                )
+                targets = _finish_embeddings(
+                    self.start_model, self.start_model.pool(states, passages["attention_mask"])
+                )
+        head = make_head(self.model, plan, self.loss, preservation_targets=targets)
 
         def check(value: Tensor) -> None:
             if not torch.isfinite(value.detach()).item():

@@ -356,3 +356,69 @@ def test_gated_fusion_training_embeddings_equal_encode_query_on_both_branches(ti
     Trainer(model, _args(tmp_path, max_steps=2, loss="multi:P+I+IQ"), records(6)).train()
     after = _weights(model)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+
+
+def test_passage_preservation_targets_are_the_starting_models_passages(tiny_model_dir, tmp_path):
+    from inf_embed.losses import PassagePreservationLoss
+
+    texts = sorted({p for r in records(6) for p in (r.positive, r.instruction_negative_passage)})
+    model = tiny(tiny_model_dir, "concat")
+    start = model.encode_document(texts, convert_to_tensor=True)
+    args = _args(tmp_path, max_steps=2, loss="multi:P+I+IQ", preserve_weight=0.5, learning_rate=1e-2)
+    trainer = Trainer(model, args, records(6))
+    assert isinstance(trainer.loss, PassagePreservationLoss) and trainer.loss.weight == 0.5
+    seen = []
+    forward = trainer.loss.forward
+
+    def spy(*a, **kw):
+        seen.append((kw["preserved_passage_embeddings"].detach().clone(), kw["preservation_targets"].clone()))
+        return forward(*a, **kw)
+
+    trainer.loss.forward = spy
+    trainer.train()
+    assert len(seen) == 2
+    for passages, targets in seen:
+        assert passages.shape == targets.shape and passages.shape[0] > 0
+        # every target is one of the starting model's passages (encode_document before training)
+        assert bool(((targets @ start.T).max(dim=1).values > 1 - 1e-4).all())
+    assert not torch.allclose(seen[1][0], seen[1][1], atol=1e-4)  # the trained passages moved off their targets
+    # the term pulls back: a larger weight leaves the passages nearer their starting embeddings
+    drift = {}
+    for weight in (0.0, 50.0):
+        trained = tiny(tiny_model_dir, "concat")
+        run = _args(
+            tmp_path / f"w{weight}", max_steps=3, loss="multi:P+I+IQ", preserve_weight=weight, learning_rate=1e-2
+        )
+        Trainer(trained, run, records(6)).train()
+        after = trained.encode_document(texts, convert_to_tensor=True)
+        drift[weight] = float((1 - (after * start).sum(-1)).mean())
+    assert drift[50.0] < drift[0.0]
+
+
+def test_preserve_weight_is_validated():
+    with pytest.raises(ValueError, match="preserve_weight"):
+        TrainingArguments(preserve_weight=-1.0)
+    with pytest.raises(ValueError, match="preserve_weight"):
+        TrainingArguments(preserve_weight=float("nan"))
+
+
+def test_passage_preservation_gives_the_same_update_cached_and_uncached(tiny_model_dir, tmp_path):
+    weights = []
+    for chunk in (None, 3):
+        model = tiny(tiny_model_dir, "concat")
+        for module in model.modules():  # without dropout the chunked (GradCache) pass is exactly the full one
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            if isinstance(getattr(module, "dropout_prob", None), float):
+                module.dropout_prob = 0.0
+        args = _args(
+            tmp_path / str(chunk),
+            max_steps=3,
+            warmup_steps=0,
+            loss="multi:P+I+IQ",
+            preserve_weight=2.0,
+            cache_chunk_size=chunk,
+        )
+        Trainer(model, args, records(6)).train()
+        weights.append(_weights(model))
+    _assert_same(weights[0], weights[1], exact=False)
