@@ -237,7 +237,7 @@ RUNS += [
         exclude_record_hard_negative=True,
         preserve_weight=weight,
     )
-    for weight in (5.0, 20.0)
+    for weight in (10.0,)
 ]
 
 METRICS = (
