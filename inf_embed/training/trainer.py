@@ -639,20 +639,21 @@ class Trainer:
         variants = self.args.num_instruction_variants if wants_variants else None
         return build_text_batch(examples, num_instruction_variants=variants, generator=self.generator)
 
+    def _preservation_targets(self, plan: BatchPlan) -> Tensor | None:
+        """(J, d) the plan's distinct passages under the starting model (no gradient); None without preservation."""
+        if self.start_model is None:
+            return None
+        passages = plan.groups["passages"]
+        with torch.no_grad(), self._autocast():
+            states = self.start_model.embed_tokens(
+                passages["input_ids"], passages["attention_mask"], passages.get("token_type_ids")
+            )
+            return _finish_embeddings(self.start_model, self.start_model.pool(states, passages["attention_mask"]))
+
     def _forward_backward(self, text: TextBatch, *, scale: float, last: bool, step: int, micro: int) -> float:
         plan = plan_batch(self.model, text, self.loss, self.device)
         self._truncated += plan.truncated
-        targets = None
-        if self.start_model is not None:
-            with torch.no_grad(), self._autocast():
-                passages = plan.groups["passages"]
-                states = self.start_model.embed_tokens(
-                    passages["input_ids"], passages["attention_mask"], passages.get("token_type_ids")
-                )
-                targets = _finish_embeddings(
-                    self.start_model, self.start_model.pool(states, passages["attention_mask"])
-                )
-        head = make_head(self.model, plan, self.loss, preservation_targets=targets)
+        head = make_head(self.model, plan, self.loss, preservation_targets=self._preservation_targets(plan))
 
         def check(value: Tensor) -> None:
             if not torch.isfinite(value.detach()).item():
