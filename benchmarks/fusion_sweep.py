@@ -199,6 +199,22 @@ RUNS += [
     ),
 ]
 
+
+def near_miss(suffix: str, **changes: Any) -> Run:
+    """``attn-IX.05Q.1-pg0-plain-lr5e-5-xhn`` (the best instruction follower so far) with ``changes``."""
+    return poisoned(
+        f"attn-IX.05Q.1-pg0-plain-lr5e-5-xhn{suffix}",
+        ATTENTION_ONLY,
+        5e-5,
+        3,
+        0.05,
+        0.1,
+        alphas=(),
+        exclude_record_hard_negative=True,
+        **changes,
+    )
+
+
 # the gated fusion (concat, the query alone where the instruction does not fit it): the shipped recipe trained
 # through the gate (and evaluated without it), and the best instruction follower so far gated after training
 RUNS += [
@@ -210,35 +226,12 @@ RUNS += [
         trainable=ATTENTION_ONLY,
         eval_fusions=("concat",),
     ),
-    poisoned(
-        "attn-IX.05Q.1-pg0-plain-lr5e-5-xhn+gated",
-        ATTENTION_ONLY,
-        5e-5,
-        3,
-        0.05,
-        0.1,
-        alphas=(),
-        exclude_record_hard_negative=True,
-        eval_fusions=("gated",),
-    ),
+    near_miss("+gated", eval_fusions=("gated",)),
 ]
 
 # the best near-miss with its passages held near the backbone's (TrainingArguments.preserve_weight): does SciFact
 # hold while the query side learns the instructions?
-RUNS += [
-    poisoned(
-        f"attn-IX.05Q.1-pg0-plain-lr5e-5-xhn-keep{weight:g}",
-        ATTENTION_ONLY,
-        5e-5,
-        3,
-        0.05,
-        0.1,
-        alphas=(),
-        exclude_record_hard_negative=True,
-        preserve_weight=weight,
-    )
-    for weight in (10.0,)
-]
+RUNS += [near_miss("-keep10", preserve_weight=10.0)]
 
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),

@@ -129,6 +129,24 @@ class Fusion(nn.Module):
         """Pool jointly encoded (query, instruction) pairs; only fusions with ``pairs_text = True`` do."""
         raise TypeError(f"fusion {self.name!r} does not encode (query, instruction) text pairs")
 
+    def anchor(
+        self, joined: Tensor, query: Tensor, has_instruction: Tensor, instruction: Tensor | None = None
+    ) -> Tensor:
+        """Combine the joined text's embedding with the query (and instruction) encoded alone; only fusions with
+        ``anchors_query = True`` do.
+
+        Args:
+            joined: (P, d) pooled ``compose_text(query, instruction)`` states.
+            query: (P, d) pooled query-alone states.
+            has_instruction: (P,) bool; rows without instruction keep ``joined`` (which is then the query).
+            instruction: (P, d) pooled instruction-alone states (any values on rows without instruction), given
+                to fusions with ``gates_on_instruction = True``; None otherwise.
+
+        Returns:
+            (P, d) embeddings.
+        """
+        raise TypeError(f"fusion {self.name!r} does not combine the joined text with the query encoded alone")
+
 
 @register_fusion("none")
 class NoFusion(Fusion):
@@ -176,17 +194,8 @@ class AnchoredFusion(ConcatFusion):
     def anchor(
         self, joined: Tensor, query: Tensor, has_instruction: Tensor, instruction: Tensor | None = None
     ) -> Tensor:
-        """Mix the joined-text and query-alone embeddings of instructed rows.
-
-        Args:
-            joined: (P, d) pooled ``compose_text(query, instruction)`` states.
-            query: (P, d) pooled query-alone states.
-            has_instruction: (P,) bool; rows without instruction keep ``joined`` (which is then the query).
-            instruction: unused (see :class:`GatedFusion`).
-
-        Returns:
-            (P, d) embeddings.
-        """
+        """Mix the joined-text and query-alone embeddings of instructed rows (arguments: :meth:`Fusion.anchor`;
+        ``instruction`` is unused)."""
         normalize = nn.functional.normalize
         mixed = normalize(joined, dim=-1) + self.query_weight * normalize(query, dim=-1)
         return torch.where(has_instruction.unsqueeze(1), mixed.to(joined.dtype), joined)
@@ -228,17 +237,8 @@ class GatedFusion(ConcatFusion):
     def anchor(
         self, joined: Tensor, query: Tensor, has_instruction: Tensor, instruction: Tensor | None = None
     ) -> Tensor:
-        """Keep the joined-text embedding where the instruction fits, else take the query alone.
-
-        Args:
-            joined: (P, d) pooled ``compose_text(query, instruction)`` states.
-            query: (P, d) pooled query-alone states.
-            has_instruction: (P,) bool; rows without instruction keep ``joined`` (which is then the query).
-            instruction: (P, d) pooled instruction-alone states (any values on rows without instruction).
-
-        Returns:
-            (P, d) embeddings.
-        """
+        """Keep the joined-text embedding where the instruction fits, else take the query alone (arguments:
+        :meth:`Fusion.anchor`; ``instruction`` is required)."""
         if instruction is None:
             raise ValueError("fusion 'gated' needs the instructions encoded alone (instruction=None)")
         keep = ~has_instruction | self.fits(query, instruction)

@@ -253,3 +253,12 @@ def test_gated_anchor_without_instruction_states_is_an_error(tiny_model_dir):
     rows = torch.randn(2, 32)
     with pytest.raises(ValueError, match="instructions encoded alone"):
         model.fusion.anchor(rows, rows, torch.tensor([True, False]))
+
+
+def test_anchor_on_a_fusion_that_does_not_encode_the_query_alone_is_an_error(tiny_model_dir):
+    from inf_embed import InfEmbed
+
+    model = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    rows = torch.randn(2, 32)
+    with pytest.raises(TypeError, match="fusion 'concat' does not combine"):
+        model.fusion.anchor(rows, rows, torch.tensor([True, True]))
