@@ -2,6 +2,7 @@
 
     python benchmarks/fusion_sweep.py [--runs NAME,NAME ...] [--base PATH] [--data-root ../shared/data]
                                       [--output benchmarks/out/fusion_sweep.jsonl] [--max-steps N] [--workers W]
+                                      [--save-models DIR]
 
 Each run fine-tunes the all-MiniLM-L6-v2 backbone (``--base``, default: the ``default`` extra's folder) on
 ``infir-marco/train.jsonl`` with :class:`inf_embed.training.Trainer` (seed 42, batch 16 records, 10 % warm-up) and
@@ -58,6 +59,7 @@ class Run:
     model: tuple[tuple[str, Any], ...] = ()
     loss_options: str | None = None
     plain_queries: bool = False
+    foreign_instructions: bool = False
     preserve_weight: float = 0.0
     alphas: tuple[float, ...] = ()
     ranks: tuple[int, ...] = ()
@@ -109,6 +111,7 @@ def poisoned(
     exclude_record_hard_negative: bool = False,
     eval_fusions: tuple[str, ...] = (),
     preserve_weight: float = 0.0,
+    foreign_instructions: bool = False,
 ) -> Run:
     """A concat run with the IX/Q terms (``multi:P+I+IQ+IX+Q``, ``inf_embed.losses.poisoned_query``)."""
     options = f"instruction_weight={ix},weight={q},passage_gradient={passage_gradient}"
@@ -126,6 +129,7 @@ def poisoned(
         alphas=alphas,
         ranks=ranks,
         eval_fusions=eval_fusions,
+        foreign_instructions=foreign_instructions,
         preserve_weight=preserve_weight,
     )
 
@@ -233,6 +237,10 @@ RUNS += [
 # hold while the query side learns the instructions?
 RUNS += [near_miss("-keep10", preserve_weight=10.0)]
 
+# foreign-instruction records (another record's instruction on each query, that record's passage as negative):
+# does the query stop drowning in the instruction, i.e. does the query-change p-MRR rise without a gate?
+RUNS += [near_miss("-foreign", foreign_instructions=True, eval_fusions=("gated",))]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),
@@ -316,6 +324,7 @@ def train_run(
             loss=run.loss,
             loss_options=run.loss_options,
             plain_queries=run.plain_queries,
+            foreign_instructions=run.foreign_instructions,
             preserve_weight=run.preserve_weight,
             batch_size=16,
             learning_rate=run.lr,
@@ -345,6 +354,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             for part in (
                 run.get("loss_options") or "",
                 "plain queries" if run.get("plain_queries") else "",
+                "foreign instructions" if run.get("foreign_instructions") else "",
                 f"preserve {run['preserve_weight']:g}" if run.get("preserve_weight") else "",
                 "trained " + ("attention" if run.get("trainable") == ATTENTION_ONLY else run.get("trainable") or "all"),
             )
@@ -372,6 +382,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
     parser.add_argument("--budget-seconds", type=float, default=None, help="start no run after this much time")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at a time, one process each")
+    parser.add_argument(
+        "--save-models", type=Path, default=None, help="save each trained model to DIR/<run name> (later evaluations)"
+    )
     args = parser.parse_args()
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
@@ -404,6 +417,8 @@ def main() -> None:
             break
         try:
             model, info, start_weights = train_run(run, base, args.data_root, args.max_steps, args.seed)
+            if args.save_models is not None:
+                model.save_pretrained(args.save_models / run.name)
             t0 = time.perf_counter()
             results = evaluate(model, evaluators)
             variants = evaluate_variants(run, model, start_weights, evaluators)
@@ -434,6 +449,8 @@ def run_in_workers(runs: list[Run], args: argparse.Namespace) -> list[dict[str, 
         common += ["--base", args.base]
     if args.max_steps is not None:
         common += ["--max-steps", str(args.max_steps)]
+    if args.save_models is not None:
+        common += ["--save-models", str(args.save_models)]
     pending, running = list(runs), []
     start = time.perf_counter()
     while pending or running:

@@ -10,6 +10,7 @@ from inf_embed.data.triplets import (
     TripletItem,
     known_columns,
     load_triplets,
+    with_foreign_instructions,
     with_plain_queries,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "known_columns",
     "load_triplets",
     "sample_instruction_variants",
+    "with_foreign_instructions",
     "with_plain_queries",
 ]

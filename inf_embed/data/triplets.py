@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args, overload
@@ -536,3 +537,45 @@ def with_plain_queries(examples: Sequence[TripletExample]) -> TripletDataset:
             plain.append(TripletExample(instruction="", query=example.query, positive=example.positive, id=record_id))
     source = getattr(examples, "source", "<memory>")
     return TripletDataset([*examples, *plain], num_skipped=getattr(examples, "num_skipped", 0), source=source)
+
+
+def with_foreign_instructions(examples: Sequence[TripletExample], seed: int = 0) -> TripletDataset:
+    """The records, then one *foreign-instruction* record ``(I+_a, Q+_b, P+_b; hard negative P+_a)`` per record.
+
+    In InF-IR the instruction restates its query's topic, so the instruction alone identifies the passage and a
+    model trained on it learns to ignore the query: a joined ``concat`` embedding ends up nearly the
+    instruction's (the query "drowns"), and a changed query, or an instruction that does not fit the query,
+    still retrieves what the instruction describes. A foreign-instruction record pairs record b's query with
+    the instruction of another record a (a seeded cyclic shift of a shuffled order, so no record gets its own)
+    and asks that b's passage rank above a's: when the instruction is about something else, the query decides.
+    Donors a whose instruction, query or passage equals b's are skipped (that pair would not be foreign).
+
+    Args:
+        examples: the training records.
+        seed: seed of the shuffle that picks each record's foreign instruction.
+
+    Returns:
+        ``len(examples)`` records plus at most as many foreign ones (id ``"<id>-foreign"`` when the record has
+        one), each with the foreign instruction's passage as its one plain hard negative.
+    """
+    instructed = [e for e in examples if e.instruction]
+    order = list(range(len(instructed)))
+    random.Random(seed).shuffle(order)
+    donor_of = {b: order[(k + 1) % len(order)] for k, b in enumerate(order)}
+    foreign: list[TripletExample] = []
+    for b, host in enumerate(instructed):
+        donor = instructed[donor_of[b]]
+        if donor_of[b] == b or any(getattr(donor, f) == getattr(host, f) for f in ("instruction", "query", "positive")):
+            continue
+        record_id = None if host.id is None else f"{host.id}-foreign"
+        foreign.append(
+            TripletExample(
+                instruction=donor.instruction,
+                query=host.query,
+                positive=host.positive,
+                negatives=(donor.positive,),
+                id=record_id,
+            )
+        )
+    source = getattr(examples, "source", "<memory>")
+    return TripletDataset([*examples, *foreign], num_skipped=getattr(examples, "num_skipped", 0), source=source)

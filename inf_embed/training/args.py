@@ -37,6 +37,9 @@ class TrainingArguments:
         plain_queries: also train each record's query without its instruction, ``("", Q+, P+)``, as a record of
             its own (:func:`inf_embed.data.with_plain_queries`), so that queries without instruction keep
             retrieving their passages.
+        foreign_instructions: also train each record's query with another record's instruction, the other
+            record's passage as hard negative (:func:`inf_embed.data.with_foreign_instructions`, seeded by
+            ``seed``), so that the query, not an instruction about something else, decides the topic.
         preserve_weight: weight (>= 0) of a term that keeps the passage embeddings near the starting model's:
             ``preserve_weight * mean_j (1 - cos(p_j, p0_j))`` over the batch's distinct passages, ``p0_j`` from a
             frozen copy of the model as it was when the trainer was built
@@ -80,6 +83,9 @@ class TrainingArguments:
         None, "the loss's own options, NAME=VALUE[,NAME=VALUE] numbers, e.g. weight=0.5,instruction_weight=0.3"
     )
     plain_queries: bool = _opt(False, "also train each record's query without its instruction (Q+ -> P+) as a record")
+    foreign_instructions: bool = _opt(
+        False, "also train each record's query with another record's instruction (that record's passage as negative)"
+    )
     preserve_weight: float = _opt(0.0, "weight of 1 - cos(passage, starting model's passage); 0 leaves it out")
     temperature: float = _opt(0.05, "temperature tau of the contrastive loss")
     num_instruction_variants: int = _opt(6, "instruction variants per item for the I term (M, own included)")
@@ -137,8 +143,9 @@ class TrainingArguments:
                 raise ValueError(
                     f"trainable_parameters: {self.trainable_parameters!r} is not a valid regular expression ({error})"
                 ) from None
-        if not isinstance(self.plain_queries, bool):
-            raise ValueError(f"plain_queries: expected True or False, got {self.plain_queries!r}")
+        for flag in ("plain_queries", "foreign_instructions"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag}: expected True or False, got {getattr(self, flag)!r}")
         self.loss_kwargs()  # raises on a malformed value
         _finite(self, "preserve_weight", minimum=0.0)
         _finite(self, "temperature", minimum=0.0, strict=True)

@@ -46,6 +46,7 @@ from inf_embed.data import (
     TripletExample,
     build_text_batch,
     load_triplets,
+    with_foreign_instructions,
     with_plain_queries,
 )
 from inf_embed.encode import _resolve_prompt, distinct_with_rows, tokenize, tokenize_pairs
@@ -479,6 +480,8 @@ class Trainer:
             isinstance(train_data, Sequence) and all(isinstance(x, TripletExample) for x in train_data[:1])
         ):
             train_data = load_triplets(train_data)
+        if args.foreign_instructions:
+            train_data = with_foreign_instructions(train_data, seed=args.seed)
         if args.plain_queries:
             train_data = with_plain_queries(train_data)
         self.train_data: Sequence[TripletExample] = train_data

@@ -17,6 +17,7 @@ from inf_embed.data import (
     TripletFormatError,
     known_columns,
     load_triplets,
+    with_foreign_instructions,
     with_plain_queries,
 )
 
@@ -306,3 +307,35 @@ def test_with_plain_queries_appends_one_plain_record_per_instructed_record() -> 
     assert plain.instruction_negative is None and plain.query_negative is None
     assert [item.kind for item in plain.items()] == ["positive"]
     assert len(with_plain_queries([])) == 0
+
+
+def _topic(name: str, **extra) -> dict:
+    return {"instruction": f"about {name}", "query": f"q {name}", "positive": f"p {name}", "id": name, **extra}
+
+
+def test_with_foreign_instructions_gives_each_query_another_records_instruction_and_passage() -> None:
+    data = load_triplets([_topic(name) for name in "abcdef"] + [{"instruction": "", "query": "bare", "positive": "pb"}])
+    out = with_foreign_instructions(data, seed=3)
+    assert isinstance(out, TripletDataset) and list(out[:7]) == list(data)
+    foreign = list(out[7:])
+    assert [e.id for e in foreign] == [f"{name}-foreign" for name in "abcdef"]  # record order, plain record skipped
+    by_instruction = {e.instruction: e for e in data}
+    for e in foreign:
+        donor = by_instruction[e.instruction]
+        assert donor.query != e.query and e.positive == f"p {e.query[2:]}"  # someone else's instruction, own passage
+        assert e.negatives == (donor.positive,) and e.instruction_negative is None and e.query_negative is None
+        assert [item.kind for item in e.items()] == ["positive"]
+    assert sorted(e.instruction for e in foreign) == sorted(e.instruction for e in data[:6])  # each donates once
+    assert [e.instruction for e in with_foreign_instructions(data, seed=3)[7:]] == [e.instruction for e in foreign]
+    assert [e.instruction for e in with_foreign_instructions(data, seed=4)[7:]] != [e.instruction for e in foreign]
+
+
+def test_with_foreign_instructions_skips_donors_with_the_same_instruction_query_or_passage() -> None:
+    same_query = load_triplets([_topic("a"), {**_topic("b"), "query": "q a"}])
+    assert len(with_foreign_instructions(same_query)) == 2
+    same_passage = load_triplets([_topic("a"), {**_topic("b"), "positive": "p a"}])
+    assert len(with_foreign_instructions(same_passage)) == 2
+    same_instruction = load_triplets([_topic("a"), {**_topic("b"), "instruction": "about a"}])
+    assert len(with_foreign_instructions(same_instruction)) == 2
+    assert len(with_foreign_instructions(load_triplets([_topic("a")]))) == 1  # no other record to borrow from
+    assert len(with_foreign_instructions([])) == 0

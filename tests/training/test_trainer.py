@@ -186,6 +186,19 @@ def test_plain_queries_add_a_plain_record_per_record_and_train(tiny_model_dir, t
         _args(tmp_path, plain_queries="yes")
 
 
+def test_foreign_instructions_add_a_foreign_record_per_record_and_train(tiny_model_dir, tmp_path):
+    data = records(4)
+    args = _args(tmp_path, foreign_instructions=True, plain_queries=True, max_steps=2)
+    trainer = Trainer(tiny(tiny_model_dir, "concat"), args, data)
+    assert len(trainer.train_data) == 12  # 4 records, 4 foreign (same query and passage: no extra plain), 4 plain
+    foreign = trainer.train_data[4:8]
+    assert [(e.query, e.positive) for e in foreign] == [(e.query, e.positive) for e in data]
+    assert all(e.instruction != own.instruction and e.negatives for e, own in zip(foreign, data))
+    assert trainer.train().global_step == 2
+    with pytest.raises(ValueError, match="foreign_instructions"):
+        _args(tmp_path, foreign_instructions=1)
+
+
 def test_partial_checkpoint_folders_are_ignored(tmp_path):
     os.makedirs(tmp_path / ".checkpoint-5.tmp-abc")
     os.makedirs(tmp_path / "checkpoint-7")  # no trainer_state.pt: incomplete
