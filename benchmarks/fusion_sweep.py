@@ -238,8 +238,20 @@ RUNS += [
 RUNS += [near_miss("-keep10", preserve_weight=10.0)]
 
 # foreign-instruction records (another record's instruction on each query, that record's passage as negative):
-# does the query stop drowning in the instruction, i.e. does the query-change p-MRR rise without a gate?
-RUNS += [near_miss("-foreign", foreign_instructions=True, eval_fusions=("gated",))]
+# does the query stop drowning in the instruction, i.e. does the query-change p-MRR rise without a gate? On the
+# shipped recipe (concat-attn-PIIQ-lr1e-4) and on the best instruction follower
+RUNS += [
+    Run(
+        "concat-attn-PIIQ-lr1e-4-foreign",
+        "concat",
+        "multi:P+I+IQ",
+        lr=1e-4,
+        trainable=ATTENTION_ONLY,
+        foreign_instructions=True,
+        eval_fusions=("gated",),
+    ),
+    near_miss("-foreign", foreign_instructions=True, eval_fusions=("gated",)),
+]
 
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
