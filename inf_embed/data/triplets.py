@@ -549,6 +549,9 @@ def with_foreign_instructions(examples: Sequence[TripletExample], seed: int = 0)
     the instruction of another record a (a seeded cyclic shift of a shuffled order, so no record gets its own)
     and asks that b's passage rank above a's: when the instruction is about something else, the query decides.
     Donors a whose instruction, query or passage equals b's are skipped (that pair would not be foreign).
+    The records carry no poisoned texts, so the paper's I term treats the foreign instruction as the record's own
+    and contrasts it with random in-batch instructions, a preference between two foreign instructions that the
+    measured runs include (BENCHMARKS.md, "Foreign-instruction records").
 
     Args:
         examples: the training records.
