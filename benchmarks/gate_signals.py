@@ -12,7 +12,9 @@ L2-normalised):
 
 - ``cos(q,i)`` (the ``gated`` fusion's signal), ``cos(j,q)``, ``cos(j,i)``;
 - ``coverage min`` / ``coverage mean``: each query token's best cosine with the instruction's tokens (token states
-  of the two texts encoded alone, special tokens left out), the minimum / mean over the query's tokens.
+  of the two texts encoded alone, special tokens left out), the minimum / mean over the query's tokens;
+- ``joined embedding``: the d coordinates of j itself, the pair encoded jointly, as a logistic probe (L2-penalised):
+  whether the model's encoding of the pair already carries the conflict, for a learned gate head to read.
 
 Printed: the ROC AUC of each signal on ``infir-marco/dev.jsonl`` (fitting vs misfit) and of logistic
 combinations fitted on ``infir-marco/train.jsonl``; for each, at the threshold where ``--fallback-budget`` of the
@@ -36,7 +38,7 @@ COMBINATIONS = ((0, 2), (0, 1, 2), (0, 1, 2, 3, 4))
 
 
 def pair_signals(model: Any, queries: list[str], instructions: list[str], batch_size: int) -> np.ndarray:
-    """(P, 5) signals of ``SIGNALS`` for each (query, instruction) pair."""
+    """(P, 5 + d): the signals of ``SIGNALS`` for each (query, instruction) pair, then the joined embedding j."""
     options = {"batch_size": batch_size, "convert_to_numpy": True, "normalize_embeddings": True}
     q = model.encode_query(queries, **options)
     i = model.encode_query(instructions, **options)  # each side alone, as the gated fusion encodes it
@@ -51,7 +53,7 @@ def pair_signals(model: Any, queries: list[str], instructions: list[str], batch_
         coverage.append([best.min().item(), best.mean().item()])
     cov = np.asarray(coverage)
     dot = lambda x, y: np.einsum("nd,nd->n", x, y)  # noqa: E731
-    return np.stack([dot(q, i), dot(j, q), dot(j, i), cov[:, 0], cov[:, 1]], axis=1)
+    return np.concatenate([np.stack([dot(q, i), dot(j, q), dot(j, i), cov[:, 0], cov[:, 1]], axis=1), j], axis=1)
 
 
 def roc_auc(fitting: np.ndarray, misfit: np.ndarray) -> float:
@@ -60,8 +62,11 @@ def roc_auc(fitting: np.ndarray, misfit: np.ndarray) -> float:
     return float(greater + 0.5 * (fitting[:, None] == misfit[None, :]).mean())
 
 
-def fit_logistic(features: np.ndarray, labels: np.ndarray, steps: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
-    """Logistic regression (standardised features, L-BFGS); returns (mean, scale, weights+bias) for scoring."""
+def fit_logistic(
+    features: np.ndarray, labels: np.ndarray, l2: float = 1e-3, steps: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logistic regression (standardised features, L2 penalty ``l2`` on the weights, L-BFGS); returns (mean,
+    scale, weights then bias) for scoring."""
     mean, scale = features.mean(0), features.std(0) + 1e-8
     x = torch.as_tensor((features - mean) / scale, dtype=torch.float64)
     y = torch.as_tensor(labels, dtype=torch.float64)
@@ -70,7 +75,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, steps: int = 200) -> 
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y) + l2 * w[:-1].square().sum()
         loss.backward()
         return loss
 
@@ -122,6 +127,7 @@ def main() -> None:
     rows = []
     candidates = [((c,), None) for c in range(len(SIGNALS))] + [(cols, "logistic") for cols in COMBINATIONS]
     train_fit, train_mis = split["train"]
+    candidates.append((tuple(range(len(SIGNALS), train_fit.shape[1])), "logistic"))
     for cols, kind in candidates:
         cols = list(cols)
         if kind is None:
@@ -135,7 +141,12 @@ def main() -> None:
         dev_fit, dev_mis = (score(f) for f in split["dev"])
         rows.append(
             {
-                "signal": " + ".join(SIGNALS[c] for c in cols) + (" (logistic)" if kind else ""),
+                "signal": (
+                    f"joined embedding ({len(cols)} dims)"
+                    if cols[0] >= len(SIGNALS)
+                    else " + ".join(SIGNALS[c] for c in cols)
+                )
+                + (" (logistic)" if kind else ""),
                 "dev_auc": roc_auc(dev_fit, dev_mis),
                 "dev_fitting_fall_back": float((dev_fit < threshold).mean()),
                 "dev_misfit_fall_back": float((dev_mis < threshold).mean()),
