@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from gate_threshold import DATA_ROOT, read_records  # benchmarks/ is on sys.path as the script dir
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIGNALS = ("cos(q,i)", "cos(j,q)", "cos(j,i)", "coverage min", "coverage mean")
 COMBINATIONS = ((0, 2), (0, 1, 2), (0, 1, 2, 3, 4))
 
@@ -83,11 +83,6 @@ def fit_logistic(
     return mean, scale, w.detach().numpy()
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
@@ -96,6 +91,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    if not 0.0 < args.fallback_budget < 1.0:
+        parser.error(f"--fallback-budget must be between 0 and 1 (a share), got {args.fallback_budget}")
 
     from inf_embed import InfEmbed
     from inf_embed.demo import load_demo_corpus

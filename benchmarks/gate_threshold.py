@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from inf_embed.evaluation import QueryOnlyEncoder
+
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -79,18 +81,12 @@ def gate_rates(model: Any, records: list[dict[str, Any]], thresholds: list[float
     }
 
 
-class OracleGate:
+class OracleGate(QueryOnlyEncoder):
     """``model`` (``concat``) with the query encoded alone exactly for the given (query, instruction) pairs."""
 
     def __init__(self, model: Any, misfits: set[tuple[str, str]]) -> None:
-        self.model, self.misfits = model, misfits
-
-    @property
-    def config(self) -> Any:
-        return self.model.config  # the embedding-cache fingerprint also records this class
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.model.state_dict()
+        super().__init__(model)
+        self.misfits = misfits
 
     def encode_query(self, queries: list[str], instruction: str | list[str | None] | None = None, **kwargs: Any) -> Any:
         if instruction is None:
@@ -99,9 +95,6 @@ class OracleGate:
             instruction = [instruction] * len(queries)
         kept = [None if (q, i) in self.misfits else i for q, i in zip(queries, instruction)]
         return self.model.encode_query(queries, instruction=kept, **kwargs)
-
-    def encode_document(self, documents: list[str], **kwargs: Any) -> Any:
-        return self.model.encode_document(documents, **kwargs)
 
 
 def demo_top1(model: Any) -> int:

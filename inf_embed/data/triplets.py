@@ -568,7 +568,7 @@ def with_foreign_instructions(examples: Sequence[TripletExample], seed: int = 0)
     foreign: list[TripletExample] = []
     for b, host in enumerate(instructed):
         donor = instructed[donor_of[b]]
-        if donor_of[b] == b or any(getattr(donor, f) == getattr(host, f) for f in ("instruction", "query", "positive")):
+        if any(getattr(donor, f) == getattr(host, f) for f in ("instruction", "query", "positive")):  # incl. itself
             continue
         record_id = None if host.id is None else f"{host.id}-foreign"
         foreign.append(
