@@ -253,6 +253,21 @@ RUNS += [
     near_miss("-foreign", foreign_instructions=True, eval_fusions=("gated",)),
 ]
 
+# the base for a gate: the gate (not the Q term) is to lift the query-change p-MRR, and the Q term costs paired
+# accuracy and nDCG@10, so the instruction-negative term alone (IX 0.1) with plain-query records, lr 5e-5
+RUNS += [
+    Run(
+        "attn-IX.1-pg0-plain-lr5e-5",
+        "concat",
+        "multi:P+I+IQ+IX",
+        lr=5e-5,
+        trainable=ATTENTION_ONLY,
+        loss_options="instruction_weight=0.1,passage_gradient=0",
+        plain_queries=True,
+        eval_fusions=("gated",),
+    )
+]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),

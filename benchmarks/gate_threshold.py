@@ -81,20 +81,56 @@ def gate_rates(model: Any, records: list[dict[str, Any]], thresholds: list[float
     }
 
 
-class OracleGate(QueryOnlyEncoder):
-    """``model`` (``concat``) with the query encoded alone exactly for the given (query, instruction) pairs."""
+def gate_evaluators(data_root: Path, batch_size: int) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """The InF-IR dev evaluators ``dev``, ``dev+msmarco`` and ``unrelated`` (each dev query with another record's
+    instruction), and the (query, instruction) pairs of theirs that are misfits: each (Q-, I+) and unrelated pair."""
+    from inf_embed.evaluation import InfIREvaluator
 
-    def __init__(self, model: Any, misfits: set[tuple[str, str]]) -> None:
-        super().__init__(model)
-        self.misfits = misfits
+    data = data_root / "infir-marco"
+    dev = read_records(data / "dev.jsonl")
+    order = derangement(len(dev), seed=0)
+    unrelated = [{**r, "instruction_positive": dev[j]["instruction_positive"]} for r, j in zip(dev, order)]
+    extra = data_root / "instructir" / "msmarco_filtered"
+    evaluators = {
+        "dev": InfIREvaluator(dev, batch_size=batch_size),
+        "dev+msmarco": InfIREvaluator.from_path(data, split="dev", extra_corpus=extra, batch_size=batch_size),
+        "unrelated": InfIREvaluator(unrelated, batch_size=batch_size),
+    }
+    misfits = {(r["query_negative"], r["instruction_positive"]) for r in dev}
+    misfits |= {(r["query_positive"], r["instruction_positive"]) for r in unrelated}
+    return evaluators, misfits
+
+
+class PairGate(QueryOnlyEncoder):
+    """``model`` (``concat``) with the query encoded alone for the (query, instruction) pairs that :meth:`keeps`
+    rejects; a subclass decides."""
+
+    def keeps(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """Whether each (query, instruction) pair keeps its instruction."""
+        raise NotImplementedError
 
     def encode_query(self, queries: list[str], instruction: str | list[str | None] | None = None, **kwargs: Any) -> Any:
         if instruction is None:
             return self.model.encode_query(queries, **kwargs)
         if isinstance(instruction, str):
             instruction = [instruction] * len(queries)
-        kept = [None if (q, i) in self.misfits else i for q, i in zip(queries, instruction)]
-        return self.model.encode_query(queries, instruction=kept, **kwargs)
+        fits = iter(self.keeps([(q, i) for q, i in zip(queries, instruction) if i]))
+        kept = [i if i and next(fits) else None for i in instruction]
+        return self.model.encode_query(list(queries), instruction=kept, **kwargs)
+
+    def similarity(self, a: Any, b: Any) -> Any:
+        return self.model.similarity(a, b)
+
+
+class OracleGate(PairGate):
+    """The query encoded alone exactly for the given misfit (query, instruction) pairs."""
+
+    def __init__(self, model: Any, misfits: set[tuple[str, str]]) -> None:
+        super().__init__(model)
+        self.misfits = misfits
+
+    def keeps(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        return [pair not in self.misfits for pair in pairs]
 
 
 def demo_top1(model: Any) -> int:
@@ -115,19 +151,9 @@ def main() -> None:
     thresholds = [float(t) for t in args.thresholds.split(",")]
 
     from inf_embed import InfEmbed
-    from inf_embed.evaluation import InfIREvaluator
 
     data = args.data_root / "infir-marco"
-    dev = read_records(data / "dev.jsonl")
-    order = derangement(len(dev), seed=0)
-    unrelated = [{**r, "instruction_positive": dev[j]["instruction_positive"]} for r, j in zip(dev, order)]
-    extra = args.data_root / "instructir" / "msmarco_filtered"
-    options = {"batch_size": args.batch_size}
-    evaluators = {
-        "dev": InfIREvaluator(dev, **options),
-        "dev+msmarco": InfIREvaluator.from_path(data, split="dev", extra_corpus=extra, **options),
-        "unrelated": InfIREvaluator(unrelated, **options),
-    }
+    evaluators, misfits = gate_evaluators(args.data_root, args.batch_size)
     rates = gate_rates(InfEmbed(args.model), read_records(data / "train.jsonl"), thresholds)
 
     rows = []
@@ -138,8 +164,6 @@ def main() -> None:
         row = {"threshold": threshold, "train_gate": rates.get(threshold), "results": results}
         rows.append({**row, "demo_top1": demo_top1(model)})
         print(f"# {fusion} done", flush=True)
-    misfits = {(r["query_negative"], r["instruction_positive"]) for r in dev}
-    misfits |= {(r["query_positive"], r["instruction_positive"]) for r in unrelated}
     oracle = OracleGate(InfEmbed(args.model, fusion="concat"), misfits)
     results = {name: ev(oracle) for name, ev in evaluators.items()}
     rows.append({"threshold": "oracle", "train_gate": None, "results": results, "demo_top1": rows[0]["demo_top1"]})
