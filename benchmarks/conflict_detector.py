@@ -37,7 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 from gate_signals import roc_auc
-from gate_threshold import DATA_ROOT, PairGate, demo_top1, gate_evaluators, read_records
+from gate_threshold import (
+    DATA_ROOT,
+    GATE_METRIC_COLUMNS,
+    PairGate,
+    demo_top1,
+    gate_evaluators,
+    gate_metric_cells,
+    read_records,
+)
 from torch import nn
 
 Pair = tuple[str, str]  # (query, instruction)
@@ -326,19 +334,15 @@ def main() -> None:
             f"{100 * row['dev_misfit_fall_back']:.1f} | {100 * row['demo_fall_back']:.1f} |"
         )
     if gated_rows:
-        print(
-            "\n| model | fitting calibration pairs falling back % | p-MRR instr | p-MRR query | paired % | nDCG@10 | "
-            "+msmarco p-MRR instr | +msmarco p-MRR query | +msmarco nDCG@10 | unrelated nDCG@10 | demo top-1 (of 12) |"
-        )
+        print(f"\n| model | fitting calibration pairs falling back % | {GATE_METRIC_COLUMNS} |")
         print("|" + "---|" * 11)
         for row in gated_rows:
-            dev_r, x, u = (row["results"][k] for k in ("dev", "dev+msmarco", "unrelated"))
             budget = "–" if row["budget"] is None else f"{100 * row['budget']:g}"
-            cells = [budget, f"{100 * dev_r['p_mrr_instruction']:.1f}", f"{100 * dev_r['p_mrr_query']:.1f}"]
-            cells += [f"{100 * dev_r['paired_accuracy']:.1f}", f"{dev_r['ndcg_at_10']:.4f}"]
-            cells += [f"{100 * x['p_mrr_instruction']:.1f}", f"{100 * x['p_mrr_query']:.1f}", f"{x['ndcg_at_10']:.4f}"]
-            cells += [f"{u['ndcg_at_10']:.4f}", str(row["demo_top1"])]
-            print(f"| {row['name']} | " + " | ".join(cells) + " |")
+            print(
+                f"| {row['name']} | "
+                + " | ".join([budget, *gate_metric_cells(row["results"], row["demo_top1"])])
+                + " |"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"args": vars(args), "rows": rows, "gated": gated_rows}

@@ -133,6 +133,22 @@ class OracleGate(PairGate):
         return [pair not in self.misfits for pair in pairs]
 
 
+GATE_METRIC_COLUMNS = (
+    "p-MRR instr | p-MRR query | paired % | nDCG@10 | +msmarco p-MRR instr | +msmarco p-MRR query | +msmarco nDCG@10 | "
+    "unrelated nDCG@10 | demo top-1 (of 12)"
+)
+
+
+def gate_metric_cells(results: dict[str, dict[str, float]], demo: int) -> list[str]:
+    """The cells of ``GATE_METRIC_COLUMNS`` from the results of :func:`gate_evaluators`' evaluators."""
+    dev, extra, unrelated = results["dev"], results["dev+msmarco"], results["unrelated"]
+    cells = [f"{100 * dev['p_mrr_instruction']:.1f}", f"{100 * dev['p_mrr_query']:.1f}"]
+    cells += [f"{100 * dev['paired_accuracy']:.1f}", f"{dev['ndcg_at_10']:.4f}"]
+    cells += [f"{100 * extra['p_mrr_instruction']:.1f}", f"{100 * extra['p_mrr_query']:.1f}"]
+    cells += [f"{extra['ndcg_at_10']:.4f}", f"{unrelated['ndcg_at_10']:.4f}", str(demo)]
+    return cells
+
+
 def demo_top1(model: Any) -> int:
     """How many instructed demo examples rank their target document first."""
     from inf_embed.demo import run_demo
@@ -169,20 +185,15 @@ def main() -> None:
     rows.append({"threshold": "oracle", "train_gate": None, "results": results, "demo_top1": rows[0]["demo_top1"]})
 
     print(
-        "\n| fusion | train: fitting pairs falling back % | train: misfit pairs falling back % | p-MRR instr | "
-        "p-MRR query | paired % | nDCG@10 | +msmarco p-MRR instr | +msmarco p-MRR query | +msmarco nDCG@10 | "
-        "unrelated nDCG@10 | demo top-1 (of 12) |"
+        "\n| fusion | train: fitting pairs falling back % | train: misfit pairs falling back % | "
+        f"{GATE_METRIC_COLUMNS} |"
     )
     print("|" + "---|" * 12)
     for row in rows:
-        dev_r, x, u = row["results"]["dev"], row["results"]["dev+msmarco"], row["results"]["unrelated"]
         gate = row["train_gate"]
         name = {None: "concat", "oracle": "oracle gate"}.get(row["threshold"]) or f"gated {row['threshold']:g}"
         cells = ["–", "–"] if gate is None else [f"{gate['fitting_fall_back']:.1f}", f"{gate['misfit_fall_back']:.1f}"]
-        cells += [f"{100 * dev_r['p_mrr_instruction']:.1f}", f"{100 * dev_r['p_mrr_query']:.1f}"]
-        cells += [f"{100 * dev_r['paired_accuracy']:.1f}", f"{dev_r['ndcg_at_10']:.4f}"]
-        cells += [f"{100 * x['p_mrr_instruction']:.1f}", f"{100 * x['p_mrr_query']:.1f}", f"{x['ndcg_at_10']:.4f}"]
-        cells += [f"{u['ndcg_at_10']:.4f}", str(row["demo_top1"])]
+        cells += gate_metric_cells(row["results"], row["demo_top1"])
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
