@@ -39,42 +39,18 @@ import torch
 from gate_signals import roc_auc
 from gate_threshold import (
     DATA_ROOT,
+    EXTRA_MISFITS,
     GATE_METRIC_COLUMNS,
+    Pair,
     PairGate,
+    demo_pairs,
     demo_top1,
     gate_evaluators,
     gate_metric_cells,
+    labelled_pairs,
     read_records,
 )
 from torch import nn
-
-Pair = tuple[str, str]  # (query, instruction)
-
-
-EXTRA_MISFITS = ("negative-instruction", "foreign")
-
-
-def labelled_pairs(
-    records: list[dict[str, Any]], extra_misfits: tuple[str, ...], seed: int
-) -> tuple[list[Pair], np.ndarray]:
-    """Fitting pairs (label 1) then misfit pairs (label 0) of ``records``: (Q-, I+), plus (Q-, I-) for
-    ``"negative-instruction"`` (I- is about Q+'s topic too) and (Q+_b, I+_a) for ``"foreign"``."""
-    fitting = [(r["query_positive"], r[f]) for f in ("instruction_positive", "instruction_negative") for r in records]
-    misfit = [(r["query_negative"], r["instruction_positive"]) for r in records]
-    if "negative-instruction" in extra_misfits:
-        misfit += [(r["query_negative"], r["instruction_negative"]) for r in records]
-    if "foreign" in extra_misfits:
-        order = list(range(len(records)))
-        random.Random(seed).shuffle(order)
-        shifted = order[1:] + order[:1]
-        misfit += [(records[b]["query_positive"], records[a]["instruction_positive"]) for a, b in zip(order, shifted)]
-    return fitting + misfit, np.r_[np.ones(len(fitting)), np.zeros(len(misfit))]
-
-
-def demo_pairs() -> list[Pair]:
-    from inf_embed.demo import load_demo_corpus
-
-    return [(e["query"], x["text"]) for e in load_demo_corpus()["examples"] for x in e["instructions"]]
 
 
 class CrossEncoderDetector(nn.Module):

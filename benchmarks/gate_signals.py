@@ -31,7 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from gate_threshold import DATA_ROOT, read_records  # benchmarks/ is on sys.path as the script dir
+from gate_threshold import (
+    DATA_ROOT,
+    demo_pairs,
+    labelled_pairs,
+    read_records,
+)  # benchmarks/ is on sys.path as the script dir
 
 SIGNALS = ("cos(q,i)", "cos(j,q)", "cos(j,i)", "coverage min", "coverage mean")
 COMBINATIONS = ((0, 2), (0, 1, 2), (0, 1, 2, 3, 4))
@@ -95,31 +100,15 @@ def main() -> None:
         parser.error(f"--fallback-budget must be between 0 and 1 (a share), got {args.fallback_budget}")
 
     from inf_embed import InfEmbed
-    from inf_embed.demo import load_demo_corpus
 
     model = InfEmbed(args.model, fusion="concat")
     model.eval()
     split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in ("train", "dev"):
-        records = read_records(args.data_root / "infir-marco" / f"{name}.jsonl")
-        pairs = [("query_positive", "instruction_positive"), ("query_positive", "instruction_negative")]
-        fitting = np.concatenate(
-            [pair_signals(model, [r[q] for r in records], [r[i] for r in records], args.batch_size) for q, i in pairs]
-        )
-        misfit = pair_signals(
-            model,
-            [r["query_negative"] for r in records],
-            [r["instruction_positive"] for r in records],
-            args.batch_size,
-        )
-        split[name] = (fitting, misfit)
-    examples = load_demo_corpus()["examples"]
-    demo = pair_signals(
-        model,
-        [e["query"] for e in examples for _ in e["instructions"]],
-        [x["text"] for e in examples for x in e["instructions"]],
-        args.batch_size,
-    )
+        pairs, labels = labelled_pairs(read_records(args.data_root / "infir-marco" / f"{name}.jsonl"))
+        signals = pair_signals(model, [q for q, _ in pairs], [i for _, i in pairs], args.batch_size)
+        split[name] = (signals[labels == 1], signals[labels == 0])
+    demo = pair_signals(model, *map(list, zip(*demo_pairs())), args.batch_size)
 
     rows = []
     candidates = [((c,), None) for c in range(len(SIGNALS))] + [(cols, "logistic") for cols in COMBINATIONS]

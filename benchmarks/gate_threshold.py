@@ -53,25 +53,43 @@ def derangement(count: int, seed: int) -> list[int]:
             return order
 
 
+Pair = tuple[str, str]  # (query, instruction)
+
+
+EXTRA_MISFITS = ("negative-instruction", "foreign")
+
+
+def labelled_pairs(
+    records: list[dict[str, Any]], extra_misfits: tuple[str, ...] = (), seed: int = 0
+) -> tuple[list[Pair], np.ndarray]:
+    """Fitting pairs (label 1) then misfit pairs (label 0) of ``records``: (Q-, I+), plus (Q-, I-) for
+    ``"negative-instruction"`` (I- is about Q+'s topic too) and (Q+_b, I+_a) for ``"foreign"``."""
+    fitting = [(r["query_positive"], r[f]) for f in ("instruction_positive", "instruction_negative") for r in records]
+    misfit = [(r["query_negative"], r["instruction_positive"]) for r in records]
+    if "negative-instruction" in extra_misfits:
+        misfit += [(r["query_negative"], r["instruction_negative"]) for r in records]
+    if "foreign" in extra_misfits:
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
+        shifted = order[1:] + order[:1]
+        misfit += [(records[b]["query_positive"], records[a]["instruction_positive"]) for a, b in zip(order, shifted)]
+    return fitting + misfit, np.r_[np.ones(len(fitting)), np.zeros(len(misfit))]
+
+
+def demo_pairs() -> list[Pair]:
+    from inf_embed.demo import load_demo_corpus
+
+    return [(e["query"], x["text"]) for e in load_demo_corpus()["examples"] for x in e["instructions"]]
+
+
 def gate_rates(model: Any, records: list[dict[str, Any]], thresholds: list[float]) -> dict[float, dict[str, float]]:
     """Per threshold: the share (%) of fitting and of misfit (query, instruction) pairs that fall back."""
-    texts = sorted(
-        {
-            r[f]
-            for r in records
-            for f in ("query_positive", "query_negative", "instruction_positive", "instruction_negative")
-        }
-    )
+    pairs, labels = labelled_pairs(records)
+    texts = sorted({text for pair in pairs for text in pair})
     # encode_query without instruction is how the gated fusion encodes each side alone (query prompt, pooled)
     embedded = dict(zip(texts, model.encode_query(texts, batch_size=64, normalize_embeddings=True)))
-
-    def cosines(query_field: str, instruction_field: str) -> np.ndarray:
-        return np.array([float(embedded[r[query_field]] @ embedded[r[instruction_field]]) for r in records])
-
-    fitting = np.concatenate(
-        [cosines("query_positive", "instruction_positive"), cosines("query_positive", "instruction_negative")]
-    )
-    misfit = cosines("query_negative", "instruction_positive")
+    cosines = np.array([float(embedded[q] @ embedded[i]) for q, i in pairs])
+    fitting, misfit = cosines[labels == 1], cosines[labels == 0]
     return {
         t: {
             "fitting_fall_back": 100 * float((fitting < t).mean()),
