@@ -38,14 +38,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_vs_st import COLUMNS, DATA_ROOT, TASKS, build_evaluators, evaluate  # noqa: E402
 
+from inf_embed.evaluation.search import l2_normalize  # noqa: E402
+
 # (trained weight, backbone weight) of one side
 Side = tuple[float, float]
 TRAINED: Side = (1.0, 0.0)
 BACKBONE: Side = (0.0, 1.0)
-
-
-def _normalized(x: np.ndarray) -> np.ndarray:
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
 
 
 class CachedEncoder:
@@ -55,21 +53,19 @@ class CachedEncoder:
         self.model = model
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
 
+    def _cached(self, key: tuple[Any, ...], encode: Any) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = l2_normalize(encode())
+        return self._cache[key]
+
     def queries(self, queries: list[str], instructions: list[str] | None, **kwargs: Any) -> np.ndarray:
         """(N, d) L2-normalised embeddings of ``queries`` with their ``instructions`` (None: none)."""
         key = ("query", tuple(queries), tuple(instructions) if instructions is not None else None)
-        if key not in self._cache:
-            out = self.model.encode_query(queries, instruction=instructions, **kwargs)
-            self._cache[key] = _normalized(np.asarray(out, dtype=np.float32))
-        return self._cache[key]
+        return self._cached(key, lambda: self.model.encode_query(queries, instruction=instructions, **kwargs))
 
     def documents(self, documents: list[str], **kwargs: Any) -> np.ndarray:
         """(N, d) L2-normalised embeddings of ``documents``."""
-        key = ("document", tuple(documents))
-        if key not in self._cache:
-            out = self.model.encode_document(documents, **kwargs)
-            self._cache[key] = _normalized(np.asarray(out, dtype=np.float32))
-        return self._cache[key]
+        return self._cached(("document", tuple(documents)), lambda: self.model.encode_document(documents, **kwargs))
 
 
 class EmbeddingEnsemble:
@@ -93,7 +89,7 @@ class EmbeddingEnsemble:
         parts = [
             w * getattr(encoder, method)(*args, **kwargs) for w, encoder in zip(self.sides[side], self.encoders) if w
         ]
-        return _normalized(np.sum(parts, axis=0))
+        return l2_normalize(np.sum(parts, axis=0))
 
     def encode_query(
         self, queries: Sequence[str], instruction: str | Sequence[str | None] | None = None, **kwargs: Any
