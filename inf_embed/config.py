@@ -65,6 +65,11 @@ class InfEmbedConfig:
         gate_threshold: For ``fusion="gated"``, the cosine in [-1, 1] between the query and the instruction, each
             encoded alone, below which the instruction is taken not to fit the query and the query alone is
             embedded.
+        document_delta_scale: The share in [0, 1] of the fine-tuning change that the document side takes: documents
+            are encoded with ``anchor + document_delta_scale * (weight - anchor)`` for each backbone weight that
+            has an anchor (the weights fine-tuning started from), queries with the weights themselves. 1 (default)
+            encodes both sides alike. Below 1 the model needs anchors: a delta folder's base, or
+            :meth:`~inf_embed.InfEmbed.set_document_delta`.
         similarity_fn_name: Score used by ``similarity``: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
         prompts: Named text prefixes, as in sentence-transformers (``encode_query`` uses ``prompts["query"]``,
             ``encode_document`` uses ``prompts["document"]``).
@@ -85,6 +90,7 @@ class InfEmbedConfig:
     instruction_weight: float = 0.0
     query_weight: float = 0.5
     gate_threshold: float = 0.3
+    document_delta_scale: float = 1.0
     similarity_fn_name: Literal["cosine", "dot", "euclidean", "manhattan"] = "cosine"
     prompts: dict[str, str] = field(default_factory=lambda: {"query": "", "document": ""})
     format_version: int = FORMAT_VERSION
@@ -133,6 +139,12 @@ class InfEmbedConfig:
             or not -1.0 <= self.gate_threshold <= 1.0
         ):
             raise ValueError(f"gate_threshold must be a number in [-1, 1], got {self.gate_threshold!r}")
+        if (
+            isinstance(self.document_delta_scale, bool)
+            or not isinstance(self.document_delta_scale, (int, float))
+            or not 0.0 <= self.document_delta_scale <= 1.0
+        ):
+            raise ValueError(f"document_delta_scale must be a number in [0, 1], got {self.document_delta_scale!r}")
         if not isinstance(self.concat_template, str) or any(
             part not in self.concat_template for part in ("{query}", "{instruction}")
         ):

@@ -7,7 +7,9 @@ A *delta folder* holds what fine-tuning changed, not the whole model:
   (training command, measured metrics);
 - ``inf_embed_delta.safetensors``: ``backbone.<name>`` = trained minus base for every backbone tensor that
   changed (matrices in float16, whose 11-bit mantissa is ample for a difference that is small next to the
-  weight; vectors in float32), and the model's own non-backbone weights (e.g. a fusion projection) whole.
+  weight; vectors in float32), and the model's own non-backbone weights (e.g. a fusion projection) whole. An
+  asymmetric model's document side (``config.document_delta_scale`` < 1) is stored as that scale alone: its
+  anchors are the base.
 
 Loading rebuilds the base backbone, checks its fingerprint (a different or edited base is an error, never a
 silently different model), adds the deltas and loads the other weights strictly. The package's default model,
@@ -48,6 +50,7 @@ DELTA_CONFIG_FILE = "inf_embed_delta.json"
 DELTA_WEIGHTS_FILE = "inf_embed_delta.safetensors"
 DELTA_FORMAT = "inf_embed-delta/1"
 _BACKBONE_PREFIX = "backbone."
+_ANCHOR_PREFIX = "document_anchor."
 
 
 def is_delta_folder(folder: str | os.PathLike[str]) -> bool:
@@ -118,7 +121,15 @@ def save_delta(
         tensors[_BACKBONE_PREFIX + name] = difference.to(dtype).contiguous()
         dtypes[name] = str(dtype).removeprefix("torch.")
     for name, value in model.state_dict().items():
-        if not name.startswith(_BACKBONE_PREFIX):
+        if name.startswith(_ANCHOR_PREFIX):
+            # the document side's anchors must be the base, which loading rebuilds: they are not stored
+            anchored = name[len(_ANCHOR_PREFIX) :]
+            if not torch.equal(value.detach().cpu().float(), base[anchored].detach().cpu().float()):
+                raise ValueError(
+                    f"model: the document side is pulled back towards a {anchored} that is not the base's; a delta "
+                    "can only pull it back to its base (save the whole model with save_pretrained instead)"
+                )
+        elif not name.startswith(_BACKBONE_PREFIX):
             tensors[name] = value.detach().cpu().contiguous()
     config = {
         "format": DELTA_FORMAT,
@@ -200,6 +211,8 @@ def apply_delta(model: nn.Module, folder: str | os.PathLike[str], *, check_base:
             f"weights in {weights_path} do not match the model: deltas for unknown backbone tensors {unknown}, "
             f"missing module weights {missing_modules}, unexpected module weights {unexpected_modules}"
         )
+    scale = getattr(model.config, "document_delta_scale", 1.0)
+    anchors = {name: backbone_params[name].detach().clone() for name in deltas} if scale != 1.0 else {}
     with torch.no_grad():
         for name, delta in deltas.items():
             target = backbone_params[name]
@@ -213,3 +226,5 @@ def apply_delta(model: nn.Module, folder: str | os.PathLike[str], *, check_base:
         model.load_state_dict(modules, strict=False)
     except RuntimeError as error:
         raise ValueError(f"weights in {weights_path} do not match the model: {error}") from None
+    if anchors:
+        model.set_document_delta(anchors, scale)

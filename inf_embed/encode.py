@@ -260,6 +260,9 @@ def encode(
         return _empty_result(model, output, precision, truncate_dim)
     is_query = task == "query" or instructions is not None
     run = dict(
+        # the side whose weights encode: queries, and instructed texts, on the query side; documents and plain
+        # encode() on the document side (sentence-transformers' Router defaults to its document route too)
+        task="query" if is_query else "document",
         instructions=instructions,
         shared_instruction=shared,
         prompt=prompt_text,
@@ -310,6 +313,7 @@ def run_inference(
     model: InfEmbed,
     texts: list[str],
     *,
+    task: Task = None,
     instructions: list[str | None] | None,
     shared_instruction: str | None,
     prompt: str,
@@ -391,7 +395,7 @@ def run_inference(
                     truncated += cut
                     features.update({f"gate_{key}": value.to(device) for key, value in gate_features.items()})
                     features["gate_index"] = torch.tensor(gate_index, dtype=torch.long, device=device)
-            features = model(features)
+            features = model(features, task=task)
             embeddings = features["sentence_embedding"]
             if truncate_dim is not None:
                 embeddings = embeddings[:, :truncate_dim]

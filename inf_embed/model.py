@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from inf_embed import delta, hub
 from inf_embed import encode as _encode
 from inf_embed.config import InfEmbedConfig
+from inf_embed.modules.document_side import DocumentAnchor
 from inf_embed.modules.fusion import get_fusion
 from inf_embed.modules.pooling import get_pooling
 from inf_embed.similarity import similarity as _similarity
@@ -108,7 +109,12 @@ class InfEmbed(nn.Module):
             else:
                 parts = hub.load_parts(folder, config_overrides)
                 self._build(parts.config, parts.backbone, parts.tokenizer)
+                prefix = "document_anchor."
+                stored = {k[len(prefix) :]: v for k, v in parts.module_state.items() if k.startswith(prefix)}
+                if stored:
+                    self.set_document_delta(stored, self.config.document_delta_scale, keep_all=True)
                 hub.check_module_state(self, parts.module_state, parts.source, strict=parts.strict_modules)
+        self._check_document_side()
         self.truncate_dim: int | None = None
         self.eval()
         if device is not None:
@@ -137,6 +143,56 @@ class InfEmbed(nn.Module):
         self.pool = get_pooling(config.pooling)
         self.fusion = get_fusion(config.fusion)(config, hidden_size)
         self.projection = nn.Linear(hidden_size, config.projection_dim) if config.projection_dim else None
+        self.document_anchor = DocumentAnchor()
+
+    def _check_document_side(self) -> None:
+        if self.config.document_delta_scale != 1.0 and not len(self.document_anchor):
+            raise ValueError(
+                f"document_delta_scale={self.config.document_delta_scale} pulls the document side back towards the "
+                "weights fine-tuning started from, but this model has none: load a delta folder (its base is the "
+                "anchor), or call set_document_delta(start_backbone, scale) on the fine-tuned model"
+            )
+
+    def set_document_delta(
+        self, anchor: nn.Module | dict[str, Tensor], scale: float, *, keep_all: bool = False
+    ) -> None:
+        """Make the document side take only ``scale`` of the change from ``anchor`` to the current backbone.
+
+        Documents are then encoded with ``anchor + scale * (weight - anchor)`` for each backbone parameter whose
+        anchor differs from it, queries with the weights themselves (``config.document_delta_scale = scale``).
+        Saved folders keep the anchors (``document_anchor.*``); a delta folder keeps only the scale, since its
+        anchors are its base.
+
+        Args:
+            anchor: the backbone fine-tuning started from, or backbone parameter name -> (shape-equal) tensor;
+                names that are not floating-point parameters of the backbone are an error.
+            scale: in [0, 1]; 1 makes the model symmetric again (anchors dropped), 0 encodes documents with the
+                anchor's weights.
+            keep_all: keep every given anchor, even at scale 1 or equal to its weight (loading a saved model).
+
+        Raises:
+            ValueError: a bad ``scale``, or an anchor name or shape that is not the backbone's.
+        """
+        config = hub._apply_overrides(self.config, {"document_delta_scale": scale})  # validates scale
+        tensors = dict(anchor.state_dict()) if isinstance(anchor, nn.Module) else dict(anchor)
+        params = dict(self.backbone.named_parameters())
+        for name, value in tensors.items():
+            param = params.get(name)
+            if param is None or not param.is_floating_point():
+                raise ValueError(f"anchor: {name!r} is not a floating-point parameter of the backbone")
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"anchor: {name!r} has shape {tuple(value.shape)}, the backbone's {tuple(param.shape)}"
+                )
+        if not keep_all:
+            tensors = {
+                name: value
+                for name, value in tensors.items()
+                if scale != 1.0 and not torch.equal(value.to(params[name].device, params[name].dtype), params[name])
+            }
+        device = next(iter(params.values())).device if params else None
+        self.document_anchor = DocumentAnchor({k: v.to(device) for k, v in tensors.items()})
+        self.config = config
 
     @classmethod
     def from_pretrained(
@@ -190,17 +246,29 @@ class InfEmbed(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def embed_tokens(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        """Backbone last hidden states: (B, L) ids and mask -> (B, L, d)."""
+    def embed_tokens(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        task: str | None = None,
+    ) -> Tensor:
+        """Backbone last hidden states: (B, L) ids and mask -> (B, L, d); ``task="document"`` runs the document
+        side's weights (``config.document_delta_scale``)."""
         kwargs: dict[str, Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         if self.config.padding_side == "left":
             # Left padding shifts real tokens; give decoders positions counted from each row's first token.
             kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        scale = self.config.document_delta_scale
+        if task == "document" and scale != 1.0:
+            self._check_document_side()
+            weights = self.document_anchor.document_weights(self.backbone, scale)
+            return torch.func.functional_call(self.backbone, weights, (), kwargs).last_hidden_state
         return self.backbone(**kwargs).last_hidden_state
 
-    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, features: dict[str, Tensor], task: str | None = None) -> dict[str, Tensor]:
         """Map a feature dict to a feature dict, sentence-transformers style.
 
         Args:
@@ -214,13 +282,15 @@ class InfEmbed(nn.Module):
                 (B, La) and ``anchor_has_instruction`` (B,) bool; for ``fusion="gated"`` those and the distinct
                 instructions alone as ``gate_input_ids`` / ``gate_attention_mask`` (/ ``gate_token_type_ids``)
                 (U, Li) with ``gate_index`` (B,) int64, each row's instruction (any row where it has none).
+            task: ``"document"`` for passages (the document side's weights when ``config.document_delta_scale``
+                is below 1); anything else encodes with the query side's.
 
         Returns:
             ``features`` plus ``token_embeddings`` (B, L, d) and ``sentence_embedding`` (B, d') where d' is the
             projection size or the backbone's hidden size.
         """
         mask = features["attention_mask"]
-        tokens = self.embed_tokens(features["input_ids"], mask, features.get("token_type_ids"))
+        tokens = self.embed_tokens(features["input_ids"], mask, features.get("token_type_ids"), task=task)
         instruction_segment = features.get("instruction_segment")
         if instruction_segment is not None:
             embedding = self.fusion.pool_pair(tokens, mask, instruction_segment)
@@ -303,6 +373,10 @@ class InfEmbed(nn.Module):
                 ``self.truncate_dim``.
             instruction: optional instruction(s), which makes the inputs queries: one string for all, or a
                 sequence aligned with ``sentences`` (``None`` items mean no instruction).
+
+        Without an instruction the texts take the passage token budget and, in an asymmetric model
+        (``config.document_delta_scale`` < 1), the document side's weights, as sentence-transformers' ``Router``
+        defaults to its document route; use :meth:`encode_query` for queries.
 
         Returns:
             (N, d) numpy array by default; see the arguments for the other forms.
@@ -439,7 +513,9 @@ class InfEmbed(nn.Module):
         return next(self.parameters()).device
 
     def __repr__(self) -> str:
+        scale = self.config.document_delta_scale
         return (
             f"InfEmbed(backbone={type(self.backbone).__name__}, dim={self.get_sentence_embedding_dimension()}, "
-            f"pooling={self.config.pooling!r}, fusion={self.config.fusion!r}, normalize={self.config.normalize})"
+            f"pooling={self.config.pooling!r}, fusion={self.config.fusion!r}, normalize={self.config.normalize}"
+            + (f", document_delta_scale={scale:g})" if scale != 1.0 else ")")
         )

@@ -45,6 +45,10 @@ class TrainingArguments:
             frozen copy of the model as it was when the trainer was built
             (:class:`inf_embed.losses.PassagePreservationLoss`). 0 (default) leaves it out. It protects
             retrieval without instructions (e.g. BEIR) from drifting while the query side learns instructions.
+        document_delta_scale: the share in [0, 1] of the trained change that the document side keeps when
+            training ends (:meth:`inf_embed.InfEmbed.set_document_delta`, anchored at the weights the trainer was
+            given): documents are then encoded with ``start + s * (trained - start)``, queries with the trained
+            weights. Training itself runs both sides alike. 1 (default) keeps the model symmetric.
         temperature: tau of the contrastive loss.
         num_instruction_variants: M, instruction variants per item for the I term (own instruction included).
         epochs: passes over the data (ignored when ``max_steps`` is set).
@@ -87,6 +91,9 @@ class TrainingArguments:
         False, "also train each record's query with another record's instruction (that record's passage as negative)"
     )
     preserve_weight: float = _opt(0.0, "weight of 1 - cos(passage, starting model's passage); 0 leaves it out")
+    document_delta_scale: float = _opt(
+        1.0, "share in [0, 1] of the trained change the document side keeps at the end (1: both sides alike)"
+    )
     temperature: float = _opt(0.05, "temperature tau of the contrastive loss")
     num_instruction_variants: int = _opt(6, "instruction variants per item for the I term (M, own included)")
     epochs: float = _opt(1.0, "passes over the training data (ignored when --max-steps is set)")
@@ -148,6 +155,9 @@ class TrainingArguments:
                 raise ValueError(f"{flag}: expected True or False, got {getattr(self, flag)!r}")
         self.loss_kwargs()  # raises on a malformed value
         _finite(self, "preserve_weight", minimum=0.0)
+        _finite(self, "document_delta_scale", minimum=0.0)
+        if self.document_delta_scale > 1.0:
+            raise ValueError(f"document_delta_scale: expected a value in [0, 1], got {self.document_delta_scale!r}")
         _finite(self, "temperature", minimum=0.0, strict=True)
         _finite(self, "epochs", minimum=0.0, strict=True)
         _finite(self, "weight_decay", minimum=0.0)

@@ -474,6 +474,12 @@ class Trainer:
         evaluator: Evaluator | None = None,
         device: str | torch.device | None = None,
     ) -> None:
+        if getattr(model.config, "document_delta_scale", 1.0) != 1.0:
+            raise ValueError(
+                f"model: its document side is pulled back (document_delta_scale={model.config.document_delta_scale}), "
+                "and training updates one set of weights for both sides; load it with document_delta_scale=1 to "
+                "fine-tune it, and set TrainingArguments.document_delta_scale to pull the result's document side back"
+            )
         self.model = model
         self.args = args
         if not isinstance(train_data, TripletDataset) and not (
@@ -609,6 +615,11 @@ class Trainer:
             else:
                 backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._freeze_backbone()
+        if self.args.document_delta_scale != 1.0:
+            # the weights the trainer was given, which the document side is pulled back to at the end
+            self._document_anchor = {
+                n: p.detach().clone() for n, p in self.model.backbone.named_parameters() if p.requires_grad
+            }
         encoder: nn.Module = _Encoder(self.model)
         self._head_params = [
             p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")
@@ -926,6 +937,8 @@ class Trainer:
                 getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
             )
             disable()
+        if args.document_delta_scale != 1.0:
+            self.model.set_document_delta(self._document_anchor, args.document_delta_scale)
         if self.evaluator is not None:
             self.evaluate()
         model_path = None

@@ -105,6 +105,8 @@ def test_preset_default_fills_the_recipe_and_writes_a_loadable_delta(tiny_model_
         ).max()
         < 1e-4
     )
+    assert compact.config.document_delta_scale == preset.training.get("document_delta_scale", 1.0)
+    assert abs(full.encode_document(texts) - compact.encode_document(texts)).max() < 1e-4
 
 
 def test_train_without_data_or_preset_says_what_is_missing(tmp_path, capsys):

@@ -13,6 +13,7 @@ from _training_helpers import (
     tiny,
 )
 
+from inf_embed import InfEmbed
 from inf_embed.data import build_text_batch
 from inf_embed.losses import get_loss
 from inf_embed.training import NonFiniteLossError, Trainer, TrainingArguments
@@ -435,3 +436,25 @@ def test_passage_preservation_gives_the_same_update_cached_and_uncached(tiny_mod
         Trainer(model, args, records(6)).train()
         weights.append(_weights(model))
     _assert_same(weights[0], weights[1], exact=False)
+
+
+def test_document_delta_scale_pulls_the_trained_document_side_back(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat")
+    start = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    args = _args(tmp_path, max_steps=2, trainable_parameters=r"attention\.", document_delta_scale=0.25)
+    Trainer(model, args, records(6)).train()
+    assert model.config.document_delta_scale == 0.25
+    anchors = model.document_anchor.anchors()
+    assert anchors and all("attention." in name for name in anchors)
+    for name, anchor in anchors.items():
+        torch.testing.assert_close(anchor, start[name], rtol=0, atol=0)
+    saved = InfEmbed(os.path.join(tmp_path, "model"))  # the final model is saved asymmetric
+    texts = ["what is a neutrophil", "Neutrophils are white blood cells."]
+    torch.testing.assert_close(
+        saved.encode_document(texts, convert_to_tensor=True), model.encode_document(texts, convert_to_tensor=True)
+    )
+    with pytest.raises(ValueError, match="training updates one set of weights"):
+        Trainer(model, _args(tmp_path), records(6))
+    for bad in (-0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="document_delta_scale"):
+            _args(tmp_path, document_delta_scale=bad)
