@@ -1,0 +1,80 @@
+"""An asymmetric document side: what pulling only the documents' weights back towards the backbone buys.
+
+    python benchmarks/document_side.py --model DIR [--scales 0.5,0.6,0.75,1] [--tasks infir,scifact,nevir]
+                                       [--threads 2] [--json FILE]
+
+For a model fine-tuned from the ``default`` extra's all-MiniLM-L6-v2 (a ``model/`` folder of ``inf-embed train``,
+or a delta folder), each ``--scales`` value s sets ``InfEmbed.set_document_delta(backbone, s)``: documents are
+encoded with ``backbone + s * (trained - backbone)``, queries (plain and instructed) with the trained weights;
+s = 1 is the model as trained. Unlike mixing two models' embeddings (``benchmarks/embedding_ensemble.py``) this
+costs no second encoder pass, and unlike pulling every weight back (WiSE-FT, ``benchmarks/fusion_sweep.py``'s
+``alpha``) the instructed queries keep the whole trained change. Evaluators and columns are
+``benchmarks/finetune_vs_st.py``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_vs_st import COLUMNS, DATA_ROOT, TASKS, build_evaluators, evaluate  # noqa: E402
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers in [0, 1], got {text!r}")
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="the fine-tuned model's folder (model/ or delta/)")
+    parser.add_argument("--scales", type=_scales, default=[0.5, 0.6, 0.75, 1.0], help="document_delta_scale values")
+    parser.add_argument("--tasks", default="infir,scifact,nevir", help=f"comma-separated, from {','.join(TASKS)}")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    args = parser.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    from inf_embed import InfEmbed
+    from inf_embed.model import default_model_path
+
+    backbone = InfEmbed(default_model_path()).backbone
+    model = InfEmbed(args.model, document_delta_scale=1.0)
+    evaluators = build_evaluators(args.data_root, tasks)
+    columns = [c for c in COLUMNS if c[0] in tasks]
+    print("| document_delta_scale | " + " | ".join(c[3] for c in columns) + " |")
+    print("|" + "---|" * (len(columns) + 1))
+    rows = []
+    for scale in args.scales:
+        started = time.perf_counter()
+        model.set_document_delta(backbone, scale)
+        results = evaluate(evaluators, model)
+        rows.append({"document_delta_scale": scale, "results": results})
+        cells = [f"{results[t][k] * s:.4g}" for t, k, s, _ in columns]
+        print(f"| {scale:g} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.json is not None:
+        meta = {"model": str(args.model), "torch": torch.__version__, "machine": platform.machine()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

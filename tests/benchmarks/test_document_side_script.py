@@ -1,0 +1,58 @@
+"""benchmarks/document_side.py: its --scales parsing, and that each scale is applied to the model it evaluates."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def script():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("document_side", BENCHMARKS / "document_side.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_scales_parse_and_reject_values_outside_zero_one(script):
+    assert script._scales("1, 0.75,0.5") == [1.0, 0.75, 0.5]
+    for bad in ("", "0.5,x", "1.5", "-0.1", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+            script._scales(bad)
+
+
+def test_each_scale_is_evaluated_on_the_pulled_back_model(script, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from inf_embed import InfEmbed
+
+    tuned = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    with torch.no_grad():
+        for name, param in tuned.backbone.named_parameters():
+            if "attention." in name:
+                param.add_(0.05)
+    folder = tuned.save_pretrained(tmp_path / "tuned")
+    seen = []
+
+    def evaluate(evaluators, model):
+        seen.append((model.config.document_delta_scale, len(model.document_anchor)))
+        return {"infir": {k: 0.5 for k in ("p_mrr_instruction", "p_mrr_query", "paired_accuracy", "ndcg_at_10")}}
+
+    monkeypatch.setattr(script, "evaluate", evaluate)
+    monkeypatch.setattr(script, "build_evaluators", lambda root, tasks: {})
+    monkeypatch.setattr("inf_embed.model.default_model_path", lambda: tiny_model_dir)
+    monkeypatch.setattr(sys, "argv", ["document_side.py", "--model", folder, "--scales", "1,0.5", "--tasks", "infir"])
+    script.main()
+    anchored = sum("attention." in n for n, _ in tuned.backbone.named_parameters())
+    assert seen == [(1.0, 0), (0.5, anchored)]
+    assert "| 0.5 | 50 | 50 | 50 | 0.5 |" in capsys.readouterr().out
