@@ -77,6 +77,11 @@ def test_shipped_default_model_loads_offline_from_a_small_delta(offline_hub, shi
     assert model.config.fusion == preset.model_overrides["fusion"] == shipped_model.config.fusion
     assert model.get_sentence_embedding_dimension() == 384
     assert model.config.normalize and model.config.pooling == "mean"
+    # the documents take the preset's share of the trained change; the delta stores the scale, not the anchors
+    assert model.config.document_delta_scale == preset.training.get("document_delta_scale", 1.0)
+    assert len(model.document_anchor) == (
+        0 if model.config.document_delta_scale == 1.0 else len(recorded["delta_dtypes"])
+    )
     # the delta changed the backbone: documents no longer embed like the untouched MiniLM
     base = InfEmbed(default_model_path())
     text = ["Neutrophils are white blood cells that destroy bacteria."]

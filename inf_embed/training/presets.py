@@ -40,20 +40,24 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         description=(
-            "the shipped default model: all-MiniLM-L6-v2, concat fusion, multi:P+I+IQ on infir-marco train, "
-            "3 epochs, attention weights only (a 7 MB delta)"
+            "the shipped default model: all-MiniLM-L6-v2, concat fusion, multi:P+I+IQ+IX (poisoned instructions "
+            "as negatives, 0.1) on infir-marco train plus its plain queries, 3 epochs, attention weights only (a "
+            "7 MB delta), documents on 0.75 of the trained change"
         ),
         data="../shared/data/infir-marco/train.jsonl",
         model="default-backbone",
         model_overrides={"fusion": "concat"},
         training={
-            "loss": "multi:P+I+IQ",
+            "loss": "multi:P+I+IQ+IX",
+            "loss_options": "instruction_weight=0.1,passage_gradient=0",
+            "plain_queries": True,
             "epochs": 3.0,
             "batch_size": 16,
-            "learning_rate": 1e-4,
+            "learning_rate": 5e-5,
             "warmup_ratio": 0.1,
             "trainable_parameters": r"attention\.",
             "seed": 42,
+            "document_delta_scale": 0.75,
         },
         save_delta=True,
     ),
