@@ -24,7 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import COLUMNS, DATA_ROOT, TASKS, build_evaluators, evaluate  # noqa: E402
+from finetune_vs_st import (  # noqa: E402
+    COLUMNS,
+    add_evaluation_arguments,
+    build_evaluators,
+    evaluate,
+    parse_evaluation_arguments,
+)
 
 
 def _scales(text: str) -> list[float]:
@@ -41,17 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the fine-tuned model's folder (model/ or delta/)")
     parser.add_argument("--scales", type=_scales, default=[0.5, 0.6, 0.75, 1.0], help="document_delta_scale values")
-    parser.add_argument("--tasks", default="infir,scifact,nevir", help=f"comma-separated, from {','.join(TASKS)}")
-    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
-    args = parser.parse_args()
-    tasks = [t for t in args.tasks.split(",") if t]
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    add_evaluation_arguments(parser)
+    args, tasks = parse_evaluation_arguments(parser)
 
     from inf_embed import InfEmbed
     from inf_embed.model import default_model_path

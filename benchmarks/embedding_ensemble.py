@@ -36,7 +36,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import COLUMNS, DATA_ROOT, TASKS, build_evaluators, evaluate  # noqa: E402
+from finetune_vs_st import (  # noqa: E402
+    COLUMNS,
+    add_evaluation_arguments,
+    build_evaluators,
+    evaluate,
+    parse_evaluation_arguments,
+)
 
 from inf_embed.evaluation.search import l2_normalize  # noqa: E402
 
@@ -153,17 +159,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the trained model's folder (e.g. `inf-embed train --output`)")
     parser.add_argument("--base", default=None, help="backbone folder (default: the 'default' extra's MiniLM)")
     parser.add_argument("--betas", type=_betas, default=[0.25, 0.5, 1.0], help="backbone weights of a mixed side")
-    parser.add_argument("--tasks", default="infir,scifact,nevir", help=f"comma-separated, from {','.join(TASKS)}")
-    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
-    args = parser.parse_args()
-    tasks = [t for t in args.tasks.split(",") if t]
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    add_evaluation_arguments(parser)
+    args, tasks = parse_evaluation_arguments(parser)
 
     from inf_embed import InfEmbed
 

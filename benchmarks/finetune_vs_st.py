@@ -70,6 +70,27 @@ def build_evaluators(data: Path, tasks: list[str] | tuple[str, ...] = TASKS, bat
     return {task: builders[task]() for task in tasks}
 
 
+def add_evaluation_arguments(parser: Any, default_tasks: str = "infir,scifact,nevir") -> None:
+    """``--tasks``, ``--data-root``, ``--threads`` and ``--json`` of the scripts that evaluate a saved model."""
+    parser.add_argument("--tasks", default=default_tasks, help=f"comma-separated, from {','.join(TASKS)}")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+
+
+def parse_evaluation_arguments(parser: Any) -> tuple[Any, list[str]]:
+    """Parse the command line of :func:`add_evaluation_arguments`; returns the arguments and the checked tasks
+    (and sets the torch thread count)."""
+    args = parser.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return args, tasks
+
+
 def evaluate(evaluators: dict[str, Any], model: Any) -> dict[str, dict[str, float]]:
     return {task: {k: float(v) for k, v in ev(model).items()} for task, ev in evaluators.items()}
 
