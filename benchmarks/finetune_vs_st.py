@@ -78,9 +78,9 @@ def add_evaluation_arguments(parser: Any, default_tasks: str = "infir,scifact,ne
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
 
 
-def parse_evaluation_arguments(parser: Any) -> tuple[Any, list[str]]:
-    """Parse the command line of :func:`add_evaluation_arguments`; returns the arguments and the checked tasks
-    (and sets the torch thread count)."""
+def parse_evaluation_arguments(parser: Any) -> tuple[Any, list[str], list[tuple[str, str, int, str]]]:
+    """Parse the command line of :func:`add_evaluation_arguments`; returns the arguments, the checked tasks and
+    their ``COLUMNS`` (and sets the torch thread count)."""
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = sorted(set(tasks) - set(TASKS))
@@ -88,7 +88,7 @@ def parse_evaluation_arguments(parser: Any) -> tuple[Any, list[str]]:
         parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    return args, tasks
+    return args, tasks, [c for c in COLUMNS if c[0] in tasks]
 
 
 def evaluate(evaluators: dict[str, Any], model: Any) -> dict[str, dict[str, float]]:
