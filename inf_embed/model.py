@@ -111,8 +111,8 @@ class InfEmbed(nn.Module):
                 self._build(parts.config, parts.backbone, parts.tokenizer)
                 prefix = "document_anchor."
                 stored = {k[len(prefix) :]: v for k, v in parts.module_state.items() if k.startswith(prefix)}
-                if stored:
-                    self.set_document_delta(stored, self.config.document_delta_scale, keep_all=True)
+                if stored:  # kept whatever the scale, so a re-save keeps them; values checked by load next
+                    self.document_anchor = DocumentAnchor(self._checked_anchors(stored))
                 hub.check_module_state(self, parts.module_state, parts.source, strict=parts.strict_modules)
         self._check_document_side()
         self.truncate_dim: int | None = None
@@ -153,9 +153,7 @@ class InfEmbed(nn.Module):
                 "anchor), or call set_document_delta(start_backbone, scale) on the fine-tuned model"
             )
 
-    def set_document_delta(
-        self, anchor: nn.Module | dict[str, Tensor], scale: float, *, keep_all: bool = False
-    ) -> None:
+    def set_document_delta(self, anchor: nn.Module | dict[str, Tensor], scale: float) -> None:
         """Make the document side take only ``scale`` of the change from ``anchor`` to the current backbone.
 
         Documents are then encoded with ``anchor + scale * (weight - anchor)`` for each backbone parameter whose
@@ -168,13 +166,23 @@ class InfEmbed(nn.Module):
                 names that are not floating-point parameters of the backbone are an error.
             scale: in [0, 1]; 1 makes the model symmetric again (anchors dropped), 0 encodes documents with the
                 anchor's weights.
-            keep_all: keep every given anchor, even at scale 1 or equal to its weight (loading a saved model).
 
         Raises:
             ValueError: a bad ``scale``, or an anchor name or shape that is not the backbone's.
         """
         config = hub._apply_overrides(self.config, {"document_delta_scale": scale})  # validates scale
-        tensors = dict(anchor.state_dict()) if isinstance(anchor, nn.Module) else dict(anchor)
+        tensors = self._checked_anchors(dict(anchor.state_dict()) if isinstance(anchor, nn.Module) else dict(anchor))
+        params = dict(self.backbone.named_parameters())
+        changed = {
+            name: value.to(params[name].device)
+            for name, value in tensors.items()
+            if scale != 1.0 and not torch.equal(value.to(params[name].device, params[name].dtype), params[name])
+        }
+        self.document_anchor = DocumentAnchor(changed)
+        self.config = config
+
+    def _checked_anchors(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``tensors`` if each names a floating-point backbone parameter of its shape; ValueError otherwise."""
         params = dict(self.backbone.named_parameters())
         for name, value in tensors.items():
             param = params.get(name)
@@ -184,15 +192,7 @@ class InfEmbed(nn.Module):
                 raise ValueError(
                     f"anchor: {name!r} has shape {tuple(value.shape)}, the backbone's {tuple(param.shape)}"
                 )
-        if not keep_all:
-            tensors = {
-                name: value
-                for name, value in tensors.items()
-                if scale != 1.0 and not torch.equal(value.to(params[name].device, params[name].dtype), params[name])
-            }
-        device = next(iter(params.values())).device if params else None
-        self.document_anchor = DocumentAnchor({k: v.to(device) for k, v in tensors.items()})
-        self.config = config
+        return tensors
 
     @classmethod
     def from_pretrained(
