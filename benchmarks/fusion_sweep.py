@@ -268,6 +268,21 @@ RUNS += [
     )
 ]
 
+# the passage term alone (the sentence-transformers peer's objective) with the IX term: do the paper's I and IQ
+# terms cost the paired accuracy and nDCG@10 by which the peer leads?
+RUNS += [
+    Run(
+        f"attn-P+IX{label}-pg0-plain-lr5e-5",
+        "concat",
+        "multi:P+IX",
+        lr=5e-5,
+        trainable=ATTENTION_ONLY,
+        loss_options=f"instruction_weight={weight},passage_gradient=0",
+        plain_queries=True,
+    )
+    for label, weight in ((".1", 0.1), (".03", 0.03), (".01", 0.01))
+]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),

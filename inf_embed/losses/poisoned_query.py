@@ -281,20 +281,24 @@ class PoisonedQueryLoss(ContrastiveLoss):
         return detached + self.passage_gradient * (passages - detached)
 
 
+_FULL_OBJECTIVE = ("P", "I", "IQ")  # the paper's full objective, multi:P+I+IQ
+
+
 def _shape(value: torch.Tensor | None) -> str:
     return "None" if value is None else str(tuple(value.shape))
 
 
-def _full_objective_plus(
+def _objective_plus(
+    base_terms: tuple[str, ...],
     weight: float,
     instruction_weight: float,
     passage_gradient: float = 1.0,
     exclude_record_hard_negative: bool | float = False,
     **kwargs: Any,
 ) -> PoisonedQueryLoss:
-    """The paper's full objective ``multi:P+I+IQ`` plus our ranking terms at the given weights."""
+    """The paper's ``multi`` objective over ``base_terms`` plus our ranking terms at the given weights."""
     return PoisonedQueryLoss(
-        InfIRLoss("multi", ("P", "I", "IQ"), **kwargs),
+        InfIRLoss("multi", base_terms, **kwargs),
         weight=weight,
         instruction_weight=instruction_weight,
         passage_gradient=passage_gradient,
@@ -306,14 +310,23 @@ def _full_objective_plus(
 def multi_p_i_iq_q(weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
     r"""ℓ^multi_{P,I,IQ} plus the poisoned-query ranking term (ours):
     ``l = ℓ^multi_{P,I,IQ} + weight · mean_k -log(1 - P(f_k | g_k))`` (see :mod:`inf_embed.losses.poisoned_query`)."""
-    return _full_objective_plus(weight, 0.0, **kwargs)
+    return _objective_plus(_FULL_OBJECTIVE, weight, 0.0, **kwargs)
 
 
 @register_loss("multi:P+I+IQ+IX")
 def multi_p_i_iq_ix(instruction_weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
     r"""ℓ^multi_{P,I,IQ} plus the poisoned-instruction ranking term (ours) alone: (I-, Q+) must rank its record's
     P+ below the batch's passages other than its own hn1 (see :mod:`inf_embed.losses.poisoned_query`)."""
-    return _full_objective_plus(0.0, instruction_weight, **kwargs)
+    return _objective_plus(_FULL_OBJECTIVE, 0.0, instruction_weight, **kwargs)
+
+
+@register_loss("multi:P+IX")
+def multi_p_ix(instruction_weight: float = 1.0, **kwargs: Any) -> PoisonedQueryLoss:
+    r"""The passage term alone (what sentence-transformers' ``MultipleNegativesRankingLoss`` trains on InF-IR rows:
+    each query side against the batch's passages and hard negatives) plus the poisoned-instruction ranking term
+    (ours): ``l = ℓ_P + instruction_weight · mean_k -log(1 - P(f_k | g_k))`` over the items (I-, Q+), their own hn1
+    left out of the candidates (see :mod:`inf_embed.losses.poisoned_query`)."""
+    return _objective_plus(("P",), 0.0, instruction_weight, **kwargs)
 
 
 @register_loss("multi:P+I+IQ+IX+Q")
@@ -321,4 +334,4 @@ def multi_p_i_iq_ix_q(weight: float = 1.0, instruction_weight: float = 1.0, **kw
     r"""ℓ^multi_{P,I,IQ} plus both ranking terms (ours): the poisoned query (I+, Q-) and the poisoned instruction
     (I-, Q+) must not retrieve their record's P+; for (I-, Q+) its own passage hn1 is left out of the candidates,
     so P+ is pushed below the unrelated passages, not just below hn1 (see :mod:`inf_embed.losses.poisoned_query`)."""
-    return _full_objective_plus(weight, instruction_weight, **kwargs)
+    return _objective_plus(_FULL_OBJECTIVE, weight, instruction_weight, **kwargs)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_inf_ir import make_inputs as _raw_inputs
 
-from inf_embed.losses import PoisonedQueryLoss, get_loss
+from inf_embed.losses import InfIRLoss, PoisonedQueryLoss, get_loss
 
 
 def make_inputs(**kwargs) -> dict:
@@ -117,6 +117,24 @@ def test_poisoned_instruction_term_leaves_out_its_own_positive_and_adds_to_the_l
     base = get_loss("multi:P+I+IQ")(**inputs)
     got = ix_only(**inputs, query_negative_passage_embeddings=q_forbidden, **ix_inputs)
     assert float(got) == pytest.approx(float(base) + expected_ix, rel=1e-9)
+
+
+def test_passage_term_with_poisoned_instructions_is_the_passage_term_plus_ix():
+    inputs = make_inputs(seed=7, rows=6, qneg=2)
+    p, q = inputs["passage_embeddings"], inputs["query_embeddings"]
+    own_rows, forbidden_rows = [3, 5], [2, 4]
+    ix_inputs = {
+        "poisoned_instruction_embeddings": q[own_rows],
+        "poisoned_instruction_passage_embeddings": p[own_rows],
+        "poisoned_instruction_forbidden_embeddings": p[forbidden_rows],
+    }
+    loss = get_loss("multi:P+IX", instruction_weight=0.2)
+    assert loss.name == "multi:P+IX" and loss.weight == 0.0 and loss.base.terms == ("P",)
+    assert loss.uses_instruction_negative_items and not loss.uses_instruction_variants
+    passage_term = InfIRLoss("multi", ("P",))(q, p, hard_negative_embeddings=inputs["hard_negative_embeddings"])
+    value = loss(**inputs, query_negative_passage_embeddings=p[[0, 1]], **ix_inputs)
+    expected_ix = _ix_reference(p, inputs["hard_negative_embeddings"], q[own_rows], forbidden_rows, own_rows, 0.05)
+    assert float(value) == pytest.approx(float(passage_term) + 0.2 * expected_ix, rel=1e-9)
 
 
 def test_poisoned_instruction_term_checks_its_inputs():

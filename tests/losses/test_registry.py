@@ -10,8 +10,8 @@ from inf_embed.losses import InfIRLoss, canonical_loss_name, get_loss, list_loss
 def test_list_losses_has_the_papers_eleven_variants_then_ours() -> None:
     names = list_losses()
     # ours: the poisoned-query (Q) and poisoned-instruction (IX) ranking terms
-    assert names[-3:] == ["multi:P+I+IQ+Q", "multi:P+I+IQ+IX", "multi:P+I+IQ+IX+Q"]
-    names = names[:-3]
+    assert names[-4:] == ["multi:P+I+IQ+Q", "multi:P+I+IQ+IX", "multi:P+IX", "multi:P+I+IQ+IX+Q"]
+    names = names[:-4]
     assert len(names) == 11
     assert sum(n.startswith("uni:") for n in names) == 7
     assert sum(n.startswith("multi:") for n in names) == 4
