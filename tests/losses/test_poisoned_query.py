@@ -135,6 +135,8 @@ def test_passage_term_with_poisoned_instructions_is_the_passage_term_plus_ix():
     value = loss(**inputs, query_negative_passage_embeddings=p[[0, 1]], **ix_inputs)
     expected_ix = _ix_reference(p, inputs["hard_negative_embeddings"], q[own_rows], forbidden_rows, own_rows, 0.05)
     assert float(value) == pytest.approx(float(passage_term) + 0.2 * expected_ix, rel=1e-9)
+    with pytest.raises(ValueError, match="instruction_weight"):
+        get_loss("multi:P+IX", instruction_weight=-0.1)
 
 
 def test_poisoned_instruction_term_checks_its_inputs():
