@@ -209,6 +209,34 @@ def test_infir_metrics_match_brute_force_definitions(hashing_model):
     assert results["main_score"] == results["p_mrr_instruction"]
 
 
+def test_infir_evaluate_scores_matches_the_embedding_path(hashing_model):
+    evaluator = InfIREvaluator(infir_records(), extra_corpus=EXTRA, k_values=(1, 10))
+    texts, instructions = evaluator.query_texts()
+    n = len(evaluator.rows)
+    assert texts[:n] == texts[n : 2 * n] == [r["query_positive"] for r in evaluator.rows]
+    assert instructions[2 * n :] == [r["instruction_positive"] for r in evaluator.rows]
+    queries = hashing_model.encode_query(texts, instruction=instructions, normalize_embeddings=True)
+    documents = hashing_model.encode_document(list(evaluator.corpus.values()), normalize_embeddings=True)
+    from_scores = evaluator.evaluate_scores(np.asarray(queries) @ np.asarray(documents).T)
+    from_model = evaluator(hashing_model)
+    assert set(from_scores) == set(from_model) - {"eval_seconds"}
+    for name, value in from_scores.items():
+        assert value == pytest.approx(from_model[name], abs=1e-6), name
+
+
+def test_infir_evaluate_scores_rejects_a_wrong_shape_or_non_finite_scores():
+    evaluator = InfIREvaluator(infir_records(), extra_corpus=EXTRA)
+    rows, columns = 3 * len(evaluator.rows), len(evaluator.corpus)
+    with pytest.raises(
+        ValueError, match=rf"scores: expected shape \({rows}, {columns}\).*got \({rows - 1}, {columns}\)"
+    ):
+        evaluator.evaluate_scores(np.zeros((rows - 1, columns)))
+    bad = np.zeros((rows, columns))
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="scores: expected finite"):
+        evaluator.evaluate_scores(bad)
+
+
 def test_an_instruction_blind_model_gets_zero_instruction_p_mrr_and_zero_paired_accuracy():
     results = InfIREvaluator(infir_records(), extra_corpus=EXTRA)(HashingEncoder(instruction_weight=0.0))
     assert results["p_mrr_instruction"] == 0.0

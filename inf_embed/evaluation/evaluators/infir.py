@@ -145,34 +145,81 @@ class InfIREvaluator(Evaluator):
         if corpus is None:
             return None
         n = len(self.rows)
-        texts = [r["query_positive"] for r in self.rows] * 2 + [r["query_negative"] for r in self.rows]
-        instructions = (
-            [r["instruction_positive"] for r in self.rows]
-            + [r["instruction_negative"] for r in self.rows]
-            + [r["instruction_positive"] for r in self.rows]
-        )
+        texts, instructions = self.query_texts()
         queries = self._queries(model, texts, instructions)  # (3N, d): (I+,Q+), (I-,Q+), (I+,Q-)
         scores, indices = self._search(queries, corpus, self.top_k)
-        names = ("pos", "neg_instruction", "neg_query")
-        runs = {
-            name: search_to_run(self.record_ids, doc_ids, scores[i * n : (i + 1) * n], indices[i * n : (i + 1) * n])
-            for i, name in enumerate(names)
-        }
-        row = {d: i for i, d in enumerate(doc_ids)}
-        pos_rows = np.asarray([row[d] for d in self.pos_ids])
-        neg_rows = np.asarray([row[d] for d in self.neg_ids])
+        pos_rows, neg_rows = self._pair_rows(doc_ids)
         pos_emb = _rows(corpus, pos_rows)  # (N, d)
         neg_emb = _rows(corpus, neg_rows)
         pair = np.empty((n, 2, 2), dtype=np.float64)
         for a, q in enumerate((queries[:n], queries[n : 2 * n])):  # query a: (I+,Q+) then (I-,Q+)
             pair[:, a, 0] = np.einsum("nd,nd->n", q, pos_emb)  # document 0: P+
             pair[:, a, 1] = np.einsum("nd,nd->n", q, neg_emb)  # document 1: D-
-        return {"runs": runs, "pair_scores": pair}
+        return {"runs": self._runs(doc_ids, scores, indices), "pair_scores": pair}
+
+    def query_texts(self) -> tuple[list[str], list[str]]:
+        """The 3N searched (query, instruction) pairs in the order of :meth:`evaluate_scores`' rows:
+        (I+, Q+) for every record, then (I-, Q+), then (I+, Q-)."""
+        texts = [r["query_positive"] for r in self.rows] * 2 + [r["query_negative"] for r in self.rows]
+        instructions = (
+            [r["instruction_positive"] for r in self.rows]
+            + [r["instruction_negative"] for r in self.rows]
+            + [r["instruction_positive"] for r in self.rows]
+        )
+        return texts, instructions
+
+    def evaluate_scores(self, scores: np.ndarray) -> dict[str, float]:
+        """The metrics of :meth:`__call__` (less ``eval_seconds``) from a score matrix instead of a model.
+
+        For scoring rules that are not one dot product (e.g. a combination of several query embeddings' scores).
+
+        Args:
+            scores: (3N, C) float, row r the score of every corpus document (columns in ``list(self.corpus)``
+                order) for the r-th pair of :meth:`query_texts`; higher ranks first, ties by column.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        n, doc_ids = len(self.rows), list(self.corpus)
+        if scores.shape != (3 * n, len(doc_ids)):
+            raise ValueError(
+                f"scores: expected shape {(3 * n, len(doc_ids))} (3 x records, documents), got {scores.shape}"
+            )
+        if not np.isfinite(scores).all():
+            raise ValueError("scores: expected finite values, got NaN or infinity")
+        k = len(doc_ids) if self.top_k is None else min(self.top_k, len(doc_ids))
+        indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        pos_rows, neg_rows = self._pair_rows(doc_ids)
+        records = np.arange(n)
+        pair = np.stack(
+            [
+                np.stack([scores[a * n + records, pos_rows], scores[a * n + records, neg_rows]], axis=1)
+                for a in range(2)
+            ],
+            axis=1,
+        )  # (N, 2 queries, 2 documents)
+        runs = self._runs(doc_ids, np.take_along_axis(scores, indices, axis=1), indices)
+        results = self._metrics({"runs": runs, "pair_scores": pair})
+        results["main_score"] = results[self.main_score]
+        return results
+
+    def _pair_rows(self, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        row = {d: i for i, d in enumerate(doc_ids)}
+        return np.asarray([row[d] for d in self.pos_ids]), np.asarray([row[d] for d in self.neg_ids])
+
+    def _runs(self, doc_ids: list[str], scores: np.ndarray, indices: np.ndarray) -> dict[str, Any]:
+        n = len(self.rows)
+        names = ("pos", "neg_instruction", "neg_query")
+        return {
+            name: search_to_run(self.record_ids, doc_ids, scores[i * n : (i + 1) * n], indices[i * n : (i + 1) * n])
+            for i, name in enumerate(names)
+        }
 
     def _evaluate(self, model: Any) -> dict[str, float] | None:
         found = self.search(model)
         if found is None:
             return None
+        return self._metrics(found)
+
+    def _metrics(self, found: Mapping[str, Any]) -> dict[str, float]:
         runs = found["runs"]
         changed = {rid: [pos] for rid, pos in zip(self.record_ids, self.pos_ids)}
         results: dict[str, float] = {
