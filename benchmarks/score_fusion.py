@@ -115,6 +115,15 @@ def score_matrices(model: Any, evaluator: Any, batch_size: int = 32) -> tuple[np
     return joined @ documents.T, alone @ documents.T
 
 
+def positive_ranks(evaluator: Any, scores: np.ndarray) -> np.ndarray:
+    """P+'s rank (1 = first; ties count against it) in each searched query's ranking, (3N,): rows as
+    :meth:`InfIREvaluator.query_texts`."""
+    column = {doc_id: i for i, doc_id in enumerate(evaluator.corpus)}
+    positives = np.asarray([column[doc_id] for doc_id in evaluator.pos_ids] * 3)
+    own = scores[np.arange(len(scores)), positives]
+    return (scores >= own[:, None]).sum(axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="a trained model's folder (default: the shipped one)")
@@ -131,13 +140,25 @@ def main() -> None:
     model = InfEmbed(args.model) if args.model else InfEmbed()
     evaluators = build_evaluators(args.data_root, tasks)
     scores = {task: score_matrices(model, evaluator) for task, evaluator in evaluators.items()}
-    print("| score | " + " | ".join(c[3] for c in columns) + " |")
-    print("|" + "---|" * (len(columns) + 1))
+    # where P+ goes on the first task: below rank 2 for (I-, Q+) (under the record's own D-), first for (I+, Q-)
+    diagnostics = ["P+ below rank 2 for (I-, Q+)", "P+ first for (I+, Q-)"]
+    print("| score | " + " | ".join([c[3] for c in columns] + diagnostics) + " |")
+    print("|" + "---|" * (len(columns) + 3))
     rows = []
     for name, rule in rules_from_arguments(args):
-        results = {task: evaluators[task].evaluate_scores(rule(*scores[task])) for task in tasks}
-        rows.append({"rule": name, "results": results})
-        print(f"| {name} | " + " | ".join(f"{results[t][k] * s:.4g}" for t, k, s, _ in columns) + " |", flush=True)
+        fused = {task: rule(*scores[task]) for task in tasks}
+        results = {task: evaluators[task].evaluate_scores(fused[task]) for task in tasks}
+        n = len(evaluators[tasks[0]].rows)
+        ranks = positive_ranks(evaluators[tasks[0]], fused[tasks[0]])
+        counts = {
+            "below_2_negative_instruction": int((ranks[n : 2 * n] > 2).sum()),
+            "first_negative_query": int((ranks[2 * n :] == 1).sum()),
+        }
+        rows.append({"rule": name, "results": results, "records": n, **counts})
+        cells = [f"{results[t][k] * s:.4g}" for t, k, s, _ in columns] + [
+            f"{value} of {n}" for value in counts.values()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     if args.json is not None:
         meta = {"model": str(args.model or "default"), "torch": torch.__version__, "machine": platform.machine()}
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -79,3 +79,12 @@ def test_the_model_as_is_reproduces_the_evaluators_own_metrics(script, tiny_mode
     for name, value in evaluator(tiny_model).items():
         if name != "eval_seconds":
             assert from_scores[name] == pytest.approx(value, abs=1e-5), name
+
+
+def test_positive_ranks_count_ties_against_p_plus(script):
+    class Evaluator:
+        corpus = {"a": "", "p": "", "b": ""}
+        pos_ids = ["p"]
+
+    scores = np.array([[0.1, 0.5, 0.2], [0.5, 0.5, 0.2], [0.9, 0.1, 0.2]])  # (I+,Q+), (I-,Q+), (I+,Q-) of one record
+    assert script.positive_ranks(Evaluator, scores).tolist() == [1, 2, 3]

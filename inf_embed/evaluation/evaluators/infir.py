@@ -189,13 +189,10 @@ class InfIREvaluator(Evaluator):
         indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         pos_rows, neg_rows = self._pair_rows(doc_ids)
         records = np.arange(n)
-        pair = np.stack(
-            [
-                np.stack([scores[a * n + records, pos_rows], scores[a * n + records, neg_rows]], axis=1)
-                for a in range(2)
-            ],
-            axis=1,
-        )  # (N, 2 queries, 2 documents)
+        pair = np.empty((n, 2, 2), dtype=np.float64)
+        for a in range(2):  # query a: (I+,Q+) then (I-,Q+); document 0: P+, 1: D-
+            pair[:, a, 0] = scores[a * n + records, pos_rows]
+            pair[:, a, 1] = scores[a * n + records, neg_rows]
         runs = self._runs(doc_ids, np.take_along_axis(scores, indices, axis=1), indices)
         results = self._metrics({"runs": runs, "pair_scores": pair})
         results["main_score"] = results[self.main_score]
