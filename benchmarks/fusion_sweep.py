@@ -283,6 +283,27 @@ RUNS += [
     for label, weight in ((".1", 0.1), (".03", 0.03), (".01", 0.01))
 ]
 
+# `anchored` trained end to end (it was only ever applied after training): the query encoded alone is added to the
+# joined text's embedding, so the query has its own channel into the embedding that the instruction cannot drown;
+# the default model's recipe, then with the poisoned-query term (D- left out) that asks (I+, Q-) to drop P+
+RUNS += [
+    Run(
+        f"anchored{weight:g}-attn-IX.1{label}-pg0-plain-lr5e-5",
+        "anchored",
+        "multi:P+I+IQ+IX+Q" if q else "multi:P+I+IQ+IX",
+        lr=5e-5,
+        trainable=ATTENTION_ONLY,
+        loss_options=f"instruction_weight=0.1,passage_gradient=0{options}",
+        plain_queries=True,
+        model=(("query_weight", weight),),
+        eval_fusions=("concat",),
+    )
+    for weight, label, q, options in (
+        (0.5, "", 0.0, ""),
+        (0.5, "Q.3-xhn", 0.3, ",weight=0.3,exclude_record_hard_negative=1"),
+    )
+]
+
 METRICS = (
     ("infir", "p_mrr_instruction", 100.0),
     ("infir", "p_mrr_query", 100.0),
