@@ -15,16 +15,18 @@ costs no second encoder pass, and unlike pulling every weight back (WiSE-FT, ``b
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
+from finetune_vs_st import (
+    add_evaluation_arguments,
+    build_evaluators,
+    evaluate,
+    parse_evaluation_arguments,
+    write_rows_json,
+)  # noqa: E402
 
 
 def _scales(text: str) -> list[float]:
@@ -60,10 +62,7 @@ def main() -> None:
         rows.append({"document_delta_scale": scale, "results": results})
         cells = [f"{results[t][k] * s:.4g}" for t, k, s, _ in columns]
         print(f"| {scale:g} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
-    if args.json is not None:
-        meta = {"model": str(args.model), "torch": torch.__version__, "machine": platform.machine()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_rows_json(args.json, rows, model=args.model)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ Both models encode each text once (cached), so each row costs only the search. E
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -33,10 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
+from finetune_vs_st import (
+    add_evaluation_arguments,
+    build_evaluators,
+    evaluate,
+    parse_evaluation_arguments,
+    write_rows_json,
+)  # noqa: E402
 
 from inf_embed.evaluation.search import l2_normalize  # noqa: E402
 
@@ -176,10 +179,7 @@ def main() -> None:
         )
         cells = [f"{results[t][k] * scale:.4g}" for t, k, scale, _ in columns]
         print(f"| {name} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
-    if args.json is not None:
-        meta = {"model": str(args.model), "base": str(base), "torch": torch.__version__, "machine": platform.machine()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_rows_json(args.json, rows, model=args.model, base=base)
 
 
 if __name__ == "__main__":

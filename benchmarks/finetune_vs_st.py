@@ -91,6 +91,17 @@ def parse_evaluation_arguments(parser: Any) -> tuple[Any, list[str], list[tuple[
     return args, tasks, [c for c in COLUMNS if c[0] in tasks]
 
 
+def write_rows_json(path: Path | None, rows: list[dict[str, Any]], **meta: Any) -> None:
+    """``{"meta": meta + torch version + machine, "rows": rows}`` to ``path`` (the ``--json`` of the scripts that
+    evaluate a saved model); nothing when ``path`` is None."""
+    if path is None:
+        return
+    meta = {key: str(value) for key, value in meta.items()}
+    meta.update(torch=torch.__version__, machine=platform.machine())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
 def evaluate(evaluators: dict[str, Any], model: Any) -> dict[str, dict[str, float]]:
     return {task: {k: float(v) for k, v in ev(model).items()} for task, ev in evaluators.items()}
 

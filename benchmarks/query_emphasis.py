@@ -23,8 +23,6 @@ Uninstructed queries and the documents are the model's own. Evaluators and colum
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
+from finetune_vs_st import (
+    add_evaluation_arguments,
+    build_evaluators,
+    evaluate,
+    parse_evaluation_arguments,
+    write_rows_json,
+)  # noqa: E402
 
 
 def _weights(text: str) -> list[float]:
@@ -145,10 +149,7 @@ def main() -> None:
         print(
             f"| {kind} | {weight:g} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True
         )
-    if args.json is not None:
-        meta = {"model": str(args.model or "default"), "torch": torch.__version__, "machine": platform.machine()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_rows_json(args.json, rows, model=args.model or "default")
 
 
 if __name__ == "__main__":

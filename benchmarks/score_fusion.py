@@ -25,18 +25,15 @@ model's own; only InF-IR tasks are measured. Scores and metrics: :meth:`InfIREva
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import add_evaluation_arguments, build_evaluators, parse_evaluation_arguments  # noqa: E402
+from finetune_vs_st import add_evaluation_arguments, build_evaluators, parse_evaluation_arguments, write_rows_json  # noqa: E402
 
 INSTRUCTED_TASKS = ("infir", "infir_x")
 ScoreRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -159,10 +156,7 @@ def main() -> None:
             f"{value} of {n}" for value in counts.values()
         ]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-    if args.json is not None:
-        meta = {"model": str(args.model or "default"), "torch": torch.__version__, "machine": platform.machine()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_rows_json(args.json, rows, model=args.model or "default")
 
 
 if __name__ == "__main__":
