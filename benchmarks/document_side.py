@@ -20,13 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import (
-    add_evaluation_arguments,
-    build_evaluators,
-    evaluate,
-    parse_evaluation_arguments,
-    write_rows_json,
-)  # noqa: E402
+import finetune_vs_st  # noqa: E402
+from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
 
 
 def _scales(text: str) -> list[float]:
@@ -62,7 +57,7 @@ def main() -> None:
         rows.append({"document_delta_scale": scale, "results": results})
         cells = [f"{results[t][k] * s:.4g}" for t, k, s, _ in columns]
         print(f"| {scale:g} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
-    write_rows_json(args.json, rows, model=args.model)
+    finetune_vs_st.write_rows_json(args.json, rows, model=args.model)
 
 
 if __name__ == "__main__":

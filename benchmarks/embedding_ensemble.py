@@ -33,13 +33,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import (
-    add_evaluation_arguments,
-    build_evaluators,
-    evaluate,
-    parse_evaluation_arguments,
-    write_rows_json,
-)  # noqa: E402
+import finetune_vs_st  # noqa: E402
+from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
 
 from inf_embed.evaluation.search import l2_normalize  # noqa: E402
 
@@ -179,7 +174,7 @@ def main() -> None:
         )
         cells = [f"{results[t][k] * scale:.4g}" for t, k, scale, _ in columns]
         print(f"| {name} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
-    write_rows_json(args.json, rows, model=args.model, base=base)
+    finetune_vs_st.write_rows_json(args.json, rows, model=args.model, base=base)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_st import (
-    add_evaluation_arguments,
-    build_evaluators,
-    evaluate,
-    parse_evaluation_arguments,
-    write_rows_json,
-)  # noqa: E402
+import finetune_vs_st  # noqa: E402
+from finetune_vs_st import add_evaluation_arguments, build_evaluators, evaluate, parse_evaluation_arguments  # noqa: E402
 
 
 def _weights(text: str) -> list[float]:
@@ -149,7 +144,7 @@ def main() -> None:
         print(
             f"| {kind} | {weight:g} | " + " | ".join(cells) + f" |  ({time.perf_counter() - started:.0f} s)", flush=True
         )
-    write_rows_json(args.json, rows, model=args.model or "default")
+    finetune_vs_st.write_rows_json(args.json, rows, model=args.model or "default")
 
 
 if __name__ == "__main__":
