@@ -138,6 +138,8 @@ def main() -> None:
     evaluators = build_evaluators(args.data_root, tasks)
     scores = {task: score_matrices(model, evaluator) for task, evaluator in evaluators.items()}
     # where P+ goes on the first task: below rank 2 for (I-, Q+) (under the record's own D-), first for (I+, Q-)
+    first = evaluators[tasks[0]]
+    n = len(first.rows)
     diagnostics = ["P+ below rank 2 for (I-, Q+)", "P+ first for (I+, Q-)"]
     print("| score | " + " | ".join([c[3] for c in columns] + diagnostics) + " |")
     print("|" + "---|" * (len(columns) + 3))
@@ -145,8 +147,7 @@ def main() -> None:
     for name, rule in rules_from_arguments(args):
         fused = {task: rule(*scores[task]) for task in tasks}
         results = {task: evaluators[task].evaluate_scores(fused[task]) for task in tasks}
-        n = len(evaluators[tasks[0]].rows)
-        ranks = positive_ranks(evaluators[tasks[0]], fused[tasks[0]])
+        ranks = positive_ranks(first, fused[tasks[0]])
         counts = {
             "below_2_negative_instruction": int((ranks[n : 2 * n] > 2).sum()),
             "first_negative_query": int((ranks[2 * n :] == 1).sum()),
