@@ -21,6 +21,7 @@ POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last")
 FUSION_NAMES: tuple[str, ...] = ("anchored", "attention", "concat", "conditioned", "gated", "none", "residual")
 PADDING_SIDES: tuple[str, ...] = ("right", "left")
 SIMILARITY_FN_NAMES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
+PLAIN_QUERY_SIDES: tuple[str, ...] = ("query", "document")
 
 PoolingMode = Literal["mean", "cls", "last"]
 FusionName = Literal["anchored", "attention", "concat", "conditioned", "gated", "none", "residual"]
@@ -70,6 +71,10 @@ class InfEmbedConfig:
             has an anchor (the weights fine-tuning started from), queries with the weights themselves. 1 (default)
             encodes both sides alike. Below 1 the model needs anchors: a delta folder's base, or
             :meth:`~inf_embed.InfEmbed.set_document_delta`.
+        plain_query_side: Which side's weights encode a query that comes without an instruction when the model is
+            asymmetric (``document_delta_scale`` < 1): ``"query"`` (default), as instructed queries, or
+            ``"document"``, as the documents, so that uninstructed search is a symmetric model (the query prompt
+            and length budget still apply). Instructed queries always take the query side.
         similarity_fn_name: Score used by ``similarity``: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
         prompts: Named text prefixes, as in sentence-transformers (``encode_query`` uses ``prompts["query"]``,
             ``encode_document`` uses ``prompts["document"]``).
@@ -91,6 +96,7 @@ class InfEmbedConfig:
     query_weight: float = 0.5
     gate_threshold: float = 0.3
     document_delta_scale: float = 1.0
+    plain_query_side: Literal["query", "document"] = "query"
     similarity_fn_name: Literal["cosine", "dot", "euclidean", "manhattan"] = "cosine"
     prompts: dict[str, str] = field(default_factory=lambda: {"query": "", "document": ""})
     format_version: int = FORMAT_VERSION
@@ -104,6 +110,7 @@ class InfEmbedConfig:
         _check_choice("fusion", self.fusion, FUSION_NAMES)
         _check_choice("padding_side", self.padding_side, PADDING_SIDES)
         _check_choice("similarity_fn_name", self.similarity_fn_name, SIMILARITY_FN_NAMES)
+        _check_choice("plain_query_side", self.plain_query_side, PLAIN_QUERY_SIDES)
         if not isinstance(self.backbone, str) or not self.backbone:
             raise TypeError(f"backbone must be a non-empty string, got {self.backbone!r}")
         for name in ("max_query_length", "max_instruction_length", "max_passage_length"):

@@ -260,11 +260,6 @@ def encode(
         return _empty_result(model, output, precision, truncate_dim)
     is_query = task == "query" or instructions is not None
     run = dict(
-        # the side whose weights encode: queries, and instructed texts, on the query side; documents and plain
-        # encode() on the document side (sentence-transformers' Router defaults to its document route too)
-        task="query" if is_query else "document",
-        instructions=instructions,
-        shared_instruction=shared,
         prompt=prompt_text,
         is_query=is_query,
         batch_size=batch_size,
@@ -274,14 +269,22 @@ def encode(
         truncate_dim=truncate_dim,
         to_cpu=output.to_numpy or precision != "float32",
     )
-    if isinstance(device, (list, tuple)):
-        from inf_embed.multiprocess import encode_multi_process
+    if device is not None and not isinstance(device, (list, tuple)):
+        model.to(device)
+    parts = []
+    for side, rows in _sides(model, is_query, instructions, len(texts)):
+        whole = len(rows) == len(texts)
+        part_instructions = instructions if whole or instructions is None else [instructions[i] for i in rows]
+        part_shared = shared if whole else _shared_instruction(part_instructions)
+        part_texts = texts if whole else [texts[i] for i in rows]
+        side_run = dict(run, task=side, instructions=part_instructions, shared_instruction=part_shared)
+        if isinstance(device, (list, tuple)):
+            from inf_embed.multiprocess import encode_multi_process
 
-        results = encode_multi_process(model, texts, list(device), **run)
-    else:
-        if device is not None:
-            model.to(device)
-        results = run_inference(model, texts, **run)
+            parts.append((rows, encode_multi_process(model, part_texts, list(device), **side_run)))
+        else:
+            parts.append((rows, run_inference(model, part_texts, **side_run)))
+    results = parts[0][1] if len(parts) == 1 else _merge_parts(parts, len(texts))
 
     if output.value != "sentence_embedding":
         return results[0] if single else results
@@ -307,6 +310,48 @@ def encode(
     else:
         result = list(embeddings)
     return result[0] if single else result
+
+
+def _sides(
+    model: InfEmbed, is_query: bool, instructions: list[str | None] | None, count: int
+) -> list[tuple[str, list[int]]]:
+    """(side, input rows) for each side whose weights encode part of a call: queries, and instructed texts, on
+    the query side; documents and plain ``encode()`` on the document side (sentence-transformers' ``Router``
+    defaults to its document route too); queries without an instruction on the document side when the model is
+    asymmetric and ``config.plain_query_side == "document"``."""
+    every = list(range(count))
+    config = model.config
+    if not is_query:
+        return [("document", every)]
+    if config.plain_query_side != "document" or config.document_delta_scale == 1.0:
+        return [("query", every)]
+    if instructions is None:
+        return [("document", every)]
+    instructed = [i for i, item in enumerate(instructions) if item is not None]
+    plain = [i for i, item in enumerate(instructions) if item is None]
+    return [(side, rows) for side, rows in (("query", instructed), ("document", plain)) if rows]
+
+
+def _shared_instruction(instructions: list[str | None] | None) -> str | None:
+    """The one instruction of a part of a call, when all its items have the same one."""
+    if not instructions or len(set(instructions)) != 1:
+        return None
+    return instructions[0]
+
+
+def _merge_parts(parts: list[tuple[list[int], Any]], count: int) -> Any:
+    """The results of each side's rows put back in input order: one (N, d) tensor, or a list."""
+    if isinstance(parts[0][1], Tensor):
+        first = parts[0][1]
+        merged = first.new_empty((count, *first.shape[1:]))
+        for rows, result in parts:
+            merged[rows] = result
+        return merged
+    restored: list[Any] = [None] * count
+    for rows, result in parts:
+        for row, item in zip(rows, result):
+            restored[row] = item
+    return restored
 
 
 def run_inference(

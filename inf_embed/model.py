@@ -178,6 +178,13 @@ class InfEmbed(nn.Module):
             for name, value in tensors.items()
             if scale != 1.0 and not torch.equal(value.to(params[name].device, params[name].dtype), params[name])
         }
+        if scale != 1.0 and not changed:
+            # nothing to pull back: a scale without anchors could not be loaded again, and both sides are alike
+            logger.warning(
+                "set_document_delta: no backbone weight differs from its anchor, so the model stays symmetric "
+                "(document_delta_scale=1)"
+            )
+            config = hub._apply_overrides(self.config, {"document_delta_scale": 1.0})
         self.document_anchor = DocumentAnchor(changed)
         self.config = config
 
@@ -517,5 +524,7 @@ class InfEmbed(nn.Module):
         return (
             f"InfEmbed(backbone={type(self.backbone).__name__}, dim={self.get_sentence_embedding_dimension()}, "
             f"pooling={self.config.pooling!r}, fusion={self.config.fusion!r}, normalize={self.config.normalize}"
-            + (f", document_delta_scale={scale:g})" if scale != 1.0 else ")")
+            + (f", document_delta_scale={scale:g}" if scale != 1.0 else "")
+            + (", plain_query_side='document'" if scale != 1.0 and self.config.plain_query_side == "document" else "")
+            + ")"
         )

@@ -144,3 +144,53 @@ def test_encode_without_instruction_takes_the_document_side(tiny_model_dir):
     model.set_document_delta(base.backbone, 0.5)
     np.testing.assert_array_equal(model.encode(DOCS), model.encode_document(DOCS))
     np.testing.assert_array_equal(model.encode(QUERIES, instruction="x"), model.encode_query(QUERIES, instruction="x"))
+
+
+def test_plain_queries_take_the_document_side_when_asked_and_instructed_ones_the_query_side(tiny_model_dir, tmp_path):
+    base = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    tuned = _tuned(tiny_model_dir)
+    symmetric_at_half = _lerped(base, tuned, 0.5)
+    folder = save_delta(tuned, base.backbone, tmp_path / "d", base_name=tiny_model_dir)
+    model = InfEmbed(folder, document_delta_scale=0.5, plain_query_side="document")
+    assert "plain_query_side='document'" in repr(model)
+    as_tuned = InfEmbed(folder, document_delta_scale=0.5)  # plain_query_side="query": the default
+    instruction = "a definition"
+
+    plain = model.encode_query(QUERIES)
+    np.testing.assert_allclose(plain, symmetric_at_half.encode_query(QUERIES), atol=1e-4)
+    assert not np.allclose(plain, as_tuned.encode_query(QUERIES), atol=1e-3)
+    np.testing.assert_allclose(model.encode_document(DOCS), symmetric_at_half.encode_document(DOCS), atol=1e-4)
+    np.testing.assert_array_equal(
+        model.encode_query(QUERIES, instruction=instruction), as_tuned.encode_query(QUERIES, instruction=instruction)
+    )
+    # a call mixing instructed and plain queries: each row on its own side, in input order, every output form
+    mixed = [instruction, None]
+    expected = np.stack([as_tuned.encode_query(QUERIES[:1], instruction=instruction)[0], plain[1]])
+    np.testing.assert_allclose(model.encode_query(QUERIES, instruction=mixed), expected, atol=1e-6)
+    as_tensor = model.encode_query(QUERIES, instruction=["", instruction], convert_to_tensor=True)
+    np.testing.assert_allclose(as_tensor[0].numpy(), plain[0], atol=1e-6)
+    tokens = model.encode_query(QUERIES, instruction=mixed, output_value="token_embeddings")
+    assert [t.shape[0] for t in tokens] == [
+        t.shape[0] for t in as_tuned.encode_query(QUERIES, instruction=mixed, output_value="token_embeddings")
+    ]
+    # the setting round-trips through a saved folder, and is a no-op on a symmetric model
+    saved = model.save_pretrained(tmp_path / "m")
+    np.testing.assert_allclose(InfEmbed(saved).encode_query(QUERIES), plain, atol=1e-6)
+    symmetric = InfEmbed(folder, plain_query_side="document")
+    np.testing.assert_array_equal(symmetric.encode_query(QUERIES), InfEmbed(folder).encode_query(QUERIES))
+
+
+def test_a_bad_plain_query_side_is_a_clear_error(tiny_model_dir):
+    for bad in ("documents", "", None, 1):
+        with pytest.raises(ValueError, match="plain_query_side"):
+            InfEmbedConfig(plain_query_side=bad)
+    with pytest.raises(ValueError, match="plain_query_side"):
+        InfEmbed(tiny_model_dir, plain_query_side="passage")
+
+
+def test_a_document_delta_with_nothing_changed_leaves_the_model_symmetric_and_loadable(tiny_model_dir, tmp_path):
+    model = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    model.set_document_delta(copy.deepcopy(model.backbone), 0.5)  # e.g. a training run whose steps changed nothing
+    assert model.config.document_delta_scale == 1.0 and len(model.document_anchor) == 0
+    reloaded = InfEmbed(model.save_pretrained(tmp_path / "m"))
+    np.testing.assert_allclose(reloaded.encode_document(DOCS), model.encode_document(DOCS), atol=1e-6)

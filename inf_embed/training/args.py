@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from inf_embed.config import PLAIN_QUERY_SIDES
+
 __all__ = ["TrainingArguments", "add_arguments", "from_namespace"]
 
 
@@ -49,6 +51,10 @@ class TrainingArguments:
             training ends (:meth:`inf_embed.InfEmbed.set_document_delta`, anchored at the weights the trainer was
             given): documents are then encoded with ``start + s * (trained - start)``, queries with the trained
             weights. Training itself runs both sides alike. 1 (default) keeps the model symmetric.
+        plain_query_side: with ``document_delta_scale`` < 1, the side whose weights encode a query that comes
+            without an instruction in the saved model (``InfEmbedConfig.plain_query_side``): ``"query"``
+            (default) or ``"document"`` (uninstructed search is then a symmetric model at the document side's
+            weights).
         temperature: tau of the contrastive loss.
         num_instruction_variants: M, instruction variants per item for the I term (own instruction included).
         epochs: passes over the data (ignored when ``max_steps`` is set).
@@ -93,6 +99,9 @@ class TrainingArguments:
     preserve_weight: float = _opt(0.0, "weight of 1 - cos(passage, starting model's passage); 0 leaves it out")
     document_delta_scale: float = _opt(
         1.0, "share in [0, 1] of the trained change the document side keeps at the end (1: both sides alike)"
+    )
+    plain_query_side: str = _opt(
+        "query", "with --document-delta-scale < 1: the side (query or document) encoding queries without instruction"
     )
     temperature: float = _opt(0.05, "temperature tau of the contrastive loss")
     num_instruction_variants: int = _opt(6, "instruction variants per item for the I term (M, own included)")
@@ -158,6 +167,15 @@ class TrainingArguments:
         _finite(self, "document_delta_scale", minimum=0.0)
         if self.document_delta_scale > 1.0:
             raise ValueError(f"document_delta_scale: expected a value in [0, 1], got {self.document_delta_scale!r}")
+        if self.plain_query_side not in PLAIN_QUERY_SIDES:
+            raise ValueError(
+                f"plain_query_side: expected one of {list(PLAIN_QUERY_SIDES)}, got {self.plain_query_side!r}"
+            )
+        if self.plain_query_side == "document" and self.document_delta_scale == 1.0:
+            raise ValueError(
+                "plain_query_side='document' needs an asymmetric result: set document_delta_scale below 1 (with 1 "
+                "both sides have the same weights)"
+            )
         _finite(self, "temperature", minimum=0.0, strict=True)
         _finite(self, "epochs", minimum=0.0, strict=True)
         _finite(self, "weight_decay", minimum=0.0)

@@ -939,6 +939,7 @@ class Trainer:
             disable()
         if args.document_delta_scale != 1.0:
             self.model.set_document_delta(self._document_anchor, args.document_delta_scale)
+            self.model.config.plain_query_side = args.plain_query_side
         if self.evaluator is not None:
             self.evaluate()
         model_path = None

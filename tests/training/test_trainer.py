@@ -458,3 +458,30 @@ def test_document_delta_scale_pulls_the_trained_document_side_back(tiny_model_di
     for bad in (-0.5, 1.5, float("nan")):
         with pytest.raises(ValueError, match="document_delta_scale"):
             _args(tmp_path, document_delta_scale=bad)
+
+
+def test_plain_query_side_is_saved_with_the_asymmetric_model(tiny_model_dir, tmp_path):
+    model = tiny(tiny_model_dir, "concat")
+    args = _args(
+        tmp_path,
+        max_steps=2,
+        trainable_parameters=r"attention\.",
+        document_delta_scale=0.5,
+        plain_query_side="document",
+    )
+    Trainer(model, args, records(6)).train()
+    saved = InfEmbed(os.path.join(tmp_path, "model"))
+    assert saved.config.plain_query_side == "document"
+    texts = ["what is a neutrophil", "Neutrophils are white blood cells."]
+    # no prompts and short texts: a plain query is then encoded exactly as a document (same weights, same budget)
+    torch.testing.assert_close(
+        saved.encode_query(texts, convert_to_tensor=True), saved.encode_document(texts, convert_to_tensor=True)
+    )
+    assert not torch.allclose(
+        saved.encode_query(texts, instruction="a definition", convert_to_tensor=True),
+        saved.encode_document(texts, convert_to_tensor=True),
+    )
+    with pytest.raises(ValueError, match="plain_query_side: expected one of"):
+        _args(tmp_path, document_delta_scale=0.5, plain_query_side="passage")
+    with pytest.raises(ValueError, match="needs an asymmetric result"):
+        _args(tmp_path, plain_query_side="document")
