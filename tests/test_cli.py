@@ -79,6 +79,7 @@ def test_shipped_default_model_loads_offline_from_a_small_delta(offline_hub, shi
     assert model.config.normalize and model.config.pooling == "mean"
     # the documents take the preset's share of the trained change; the delta stores the scale, not the anchors
     assert model.config.document_delta_scale == preset.training.get("document_delta_scale", 1.0)
+    assert model.config.plain_query_side == preset.training.get("plain_query_side", "query")
     assert len(model.document_anchor) == (
         0 if model.config.document_delta_scale == 1.0 else len(recorded["delta_dtypes"])
     )

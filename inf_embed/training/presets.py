@@ -42,7 +42,7 @@ PRESETS: dict[str, Preset] = {
         description=(
             "the shipped default model: all-MiniLM-L6-v2, concat fusion, multi:P+I+IQ+IX (poisoned instructions "
             "as negatives, 0.1) on infir-marco train plus its plain queries, 3 epochs, attention weights only (a "
-            "7 MB delta), documents on 0.75 of the trained change"
+            "7 MB delta), documents and uninstructed queries on 0.75 of the trained change"
         ),
         data="../shared/data/infir-marco/train.jsonl",
         model="default-backbone",
@@ -58,6 +58,7 @@ PRESETS: dict[str, Preset] = {
             "trainable_parameters": r"attention\.",
             "seed": 42,
             "document_delta_scale": 0.75,
+            "plain_query_side": "document",
         },
         save_delta=True,
     ),

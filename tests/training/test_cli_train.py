@@ -106,6 +106,7 @@ def test_preset_default_fills_the_recipe_and_writes_a_loadable_delta(tiny_model_
         < 1e-4
     )
     assert compact.config.document_delta_scale == preset.training.get("document_delta_scale", 1.0)
+    assert compact.config.plain_query_side == preset.training.get("plain_query_side", "query")
     assert abs(full.encode_document(texts) - compact.encode_document(texts)).max() < 1e-4
 
 
