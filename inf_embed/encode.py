@@ -88,9 +88,7 @@ def _instruction_list(instruction: Any, count: int) -> tuple[list[str | None] | 
         if item is not None and not isinstance(item, str):
             raise TypeError(f"instruction[{index}] must be a string or None, got {type(item).__name__}")
     normalised = [item if has_instruction_text(item) else None for item in items]
-    distinct = set(normalised)
-    shared = normalised[0] if len(distinct) == 1 else None
-    return normalised, shared
+    return normalised, _shared_instruction(normalised)
 
 
 def _resolve_prompt(model: InfEmbed, prompt: str | None, prompt_name: str | None, task: Task) -> str:
@@ -333,7 +331,7 @@ def _sides(
 
 
 def _shared_instruction(instructions: list[str | None] | None) -> str | None:
-    """The one instruction of a part of a call, when all its items have the same one."""
+    """The one instruction of (part of) a call when all its items have the same one (None for none)."""
     if not instructions or len(set(instructions)) != 1:
         return None
     return instructions[0]
