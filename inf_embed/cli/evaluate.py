@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inf_embed.config import FUSION_NAMES
+from inf_embed.config import FUSION_NAMES, PLAIN_QUERY_SIDES
 
 FORMATS = ("beir", "followir", "infir", "nevir")
 
@@ -58,6 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="fusion gated: query-instruction cosine below which the query is embedded alone",
+    )
+    parser.add_argument(
+        "--document-delta-scale",
+        type=float,
+        default=None,
+        help="share in [0, 1] of the fine-tuning change the documents take (needs a delta folder or anchors)",
+    )
+    parser.add_argument(
+        "--plain-query-side",
+        default=None,
+        choices=list(PLAIN_QUERY_SIDES),
+        help="side whose weights encode queries without an instruction in an asymmetric model",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="encode batch size (default 32)")
     parser.add_argument("--top-k", type=int, default=None, help="beir/followir: documents retrieved per query")
@@ -147,7 +159,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2
-    overrides = {name: getattr(args, name) for name in ("fusion", "gate_threshold") if getattr(args, name) is not None}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("fusion", "gate_threshold", "document_delta_scale", "plain_query_side")
+        if getattr(args, name) is not None
+    }
     try:
         evaluator = build_evaluator(args)
         model = load_model(

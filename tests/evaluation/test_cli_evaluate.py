@@ -131,3 +131,42 @@ def test_evaluate_rejects_a_bad_override_and_overrides_of_sentence_transformers(
     assert "gate_threshold must be a number in [-1, 1]" in capsys.readouterr().err
     assert main([*argv, "--sentence-transformers", "--fusion", "concat"]) == 1
     assert "apply to inf_embed models" in capsys.readouterr().err
+
+
+def test_evaluate_document_side_overrides_match_the_evaluator_on_the_overridden_model(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    from inf_embed import InfEmbed
+    from inf_embed.cli import evaluate as evaluate_cli
+    from inf_embed.delta import save_delta
+    from inf_embed.evaluation import BEIREvaluator
+
+    base = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    tuned = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in tuned.backbone.named_parameters():
+            if "attention." in name:
+                param.add_(torch.randn_like(param) * 0.05)
+    folder = save_delta(tuned, base.backbone, tmp_path / "delta", base_name=tiny_model_dir)
+    data = write_beir(tmp_path / "beir")
+    output = tmp_path / "results.json"
+    argv = ["evaluate", "--model", str(folder), "--data", str(data), "--format", "beir", "--output", str(output)]
+    overrides = ["--document-delta-scale", "0.25", "--plain-query-side", "document"]
+    loaded = []
+    load_model = evaluate_cli.load_model
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda *a, **k: loaded.append(load_model(*a, **k)) or loaded[0])
+    assert main([*argv, *overrides]) == 0
+    assert (loaded[0].config.document_delta_scale, loaded[0].config.plain_query_side) == (0.25, "document")
+    assert len(loaded[0].document_anchor) > 0  # the delta's base became the documents' anchor
+    got = json.loads(output.read_text())["results"]
+    expected = BEIREvaluator.from_path(data)(InfEmbed(folder, document_delta_scale=0.25, plain_query_side="document"))
+    assert got["ndcg_at_10"] == pytest.approx(expected["ndcg_at_10"])
+    capsys.readouterr()
+    assert main([*argv, "--document-delta-scale", "1.5"]) == 1
+    assert "document_delta_scale must be a number in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--plain-query-side", "passage"])
+    assert "--plain-query-side" in capsys.readouterr().err
