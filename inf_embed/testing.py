@@ -56,6 +56,22 @@ def make_tiny_model(
     return os.fspath(path)
 
 
+def perturb_weights(model: Any, pattern: str = r"attention\.", std: float = 0.05, seed: int = 0) -> Any:
+    """Add seeded Gaussian noise (``std``) to the backbone weights whose names match ``pattern``, in place, as a
+    stand-in for fine-tuning them (e.g. to test deltas and asymmetric document sides). Returns ``model``."""
+    import re
+
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if re.search(pattern, name):
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.add_(noise.to(param.device, param.dtype) * std)
+    return model
+
+
 def populate_hf_cache(
     model_dir: str | os.PathLike,
     cache_dir: str | os.PathLike,

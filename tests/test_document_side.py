@@ -14,19 +14,14 @@ from safetensors import safe_open
 from inf_embed import InfEmbed
 from inf_embed.config import InfEmbedConfig
 from inf_embed.delta import DELTA_CONFIG_FILE, DELTA_WEIGHTS_FILE, save_delta
+from inf_embed.testing import perturb_weights
 
 DOCS = ["Neutrophils are white blood cells that kill bacteria.", "Python is a programming language.", "Tides"]
 QUERIES = ["what is a neutrophil", "python"]
 
 
 def _tuned(base_dir: str) -> InfEmbed:
-    model = InfEmbed.from_pretrained(base_dir, fusion="concat")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.backbone.named_parameters():
-            if "attention." in name:
-                param.add_(torch.randn_like(param) * 0.05)
-    return model
+    return perturb_weights(InfEmbed.from_pretrained(base_dir, fusion="concat"))
 
 
 def _lerped(base: InfEmbed, tuned: InfEmbed, scale: float) -> InfEmbed:
@@ -194,3 +189,17 @@ def test_a_document_delta_with_nothing_changed_leaves_the_model_symmetric_and_lo
     assert model.config.document_delta_scale == 1.0 and len(model.document_anchor) == 0
     reloaded = InfEmbed(model.save_pretrained(tmp_path / "m"))
     np.testing.assert_allclose(reloaded.encode_document(DOCS), model.encode_document(DOCS), atol=1e-6)
+
+
+def test_perturb_weights_moves_only_the_matching_weights_and_is_seeded(tiny_model_dir):
+    start = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
+    first, second = _tuned(tiny_model_dir), _tuned(tiny_model_dir)
+    other_seed = perturb_weights(InfEmbed.from_pretrained(tiny_model_dir, fusion="concat"), seed=1)
+    before = dict(start.backbone.named_parameters())
+    for (name, a), (_, b), (_, c) in zip(
+        first.backbone.named_parameters(), second.backbone.named_parameters(), other_seed.backbone.named_parameters()
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert torch.equal(a, before[name]) != ("attention." in name)
+        if "attention." in name:
+            assert not torch.equal(a, c)

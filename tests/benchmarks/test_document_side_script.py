@@ -21,15 +21,11 @@ def test_scales_parse_and_reject_values_outside_zero_one(script):
 
 
 def test_each_scale_is_evaluated_on_the_pulled_back_model(script, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import torch
 
     from inf_embed import InfEmbed
+    from inf_embed.testing import perturb_weights
 
-    tuned = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
-    with torch.no_grad():
-        for name, param in tuned.backbone.named_parameters():
-            if "attention." in name:
-                param.add_(0.05)
+    tuned = perturb_weights(InfEmbed.from_pretrained(tiny_model_dir, fusion="concat"))
     folder = tuned.save_pretrained(tmp_path / "tuned")
     seen = []
 
@@ -54,13 +50,10 @@ def test_plain_query_scales_encode_only_uninstructed_queries_with_the_interpolat
     import torch
 
     from inf_embed import InfEmbed
+    from inf_embed.testing import perturb_weights
 
     start = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
-    tuned = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
-    with torch.no_grad():
-        for name, param in tuned.backbone.named_parameters():
-            if "attention." in name:
-                param.add_(0.05)
+    tuned = perturb_weights(InfEmbed.from_pretrained(tiny_model_dir, fusion="concat"))
     folder = tuned.save_pretrained(tmp_path / "tuned")
     half = script.interpolated_copy(folder, start.backbone, 0.5)
     for name, weight in half.backbone.named_parameters():

@@ -136,20 +136,14 @@ def test_evaluate_rejects_a_bad_override_and_overrides_of_sentence_transformers(
 def test_evaluate_document_side_overrides_match_the_evaluator_on_the_overridden_model(
     tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
-    import torch
-
     from inf_embed import InfEmbed
     from inf_embed.cli import evaluate as evaluate_cli
     from inf_embed.delta import save_delta
     from inf_embed.evaluation import BEIREvaluator
+    from inf_embed.testing import perturb_weights
 
     base = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
-    tuned = InfEmbed.from_pretrained(tiny_model_dir, fusion="concat")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in tuned.backbone.named_parameters():
-            if "attention." in name:
-                param.add_(torch.randn_like(param) * 0.05)
+    tuned = perturb_weights(InfEmbed.from_pretrained(tiny_model_dir, fusion="concat"))
     folder = save_delta(tuned, base.backbone, tmp_path / "delta", base_name=tiny_model_dir)
     data = write_beir(tmp_path / "beir")
     output = tmp_path / "results.json"
