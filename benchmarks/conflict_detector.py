@@ -75,7 +75,8 @@ def sibling_misfits(records: list[dict[str, Any]], count: int, sides: tuple[str,
     swaps = {k: s for k, r in enumerate(records) if (s := substitution(r["query_positive"], r["query_negative"]))}
     phrases = sorted({p for a, b in swaps.values() for p in (a, b)})
     index = {p: k for k, p in enumerate(phrases)}
-    similarity = embed(phrases) @ embed(phrases).T
+    vectors = embed(phrases)
+    similarity = vectors @ vectors.T
     misfits: list[Pair] = []
     for k, (span, own_swap) in swaps.items():
         record = records[k]

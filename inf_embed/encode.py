@@ -272,7 +272,8 @@ def encode(
     parts = []
     for side, rows in _sides(model, is_query, instructions, len(texts)):
         whole = len(rows) == len(texts)
-        part_instructions = instructions if whole or instructions is None else [instructions[i] for i in rows]
+        # a call splits only when it has per-row instructions, so a part's rows index them
+        part_instructions = instructions if whole else [instructions[i] for i in rows]  # type: ignore[index]
         part_shared = shared if whole else _shared_instruction(part_instructions)
         part_texts = texts if whole else [texts[i] for i in rows]
         side_run = dict(run, task=side, instructions=part_instructions, shared_instruction=part_shared)
