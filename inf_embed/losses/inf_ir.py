@@ -11,16 +11,20 @@ Notation (one global batch of N items after gathering every rank; item i is (I_i
   positive combination (the same vector as ``q_i`` for a shared encoder);
 - ``V_i``: the valid variants of row i: m = 0, plus every m >= 1 whose instruction text differs from I_i and
   that is not padding (the official code's false negatives, bug B5, are masked out);
-- ``s(a, b) = <a, b> / tau`` (exact ``1 / tau``, default tau = 0.05; see :mod:`inf_embed.losses.base`).
+- ``s(a, b) = <a, b> / tau`` (exact ``1 / tau``, default tau = 0.05; see :mod:`inf_embed.losses.base`);
+- ``D_i = {j != i : p_j = p_i}``: the other items with the same positive passage (a record and its plain-query or
+  foreign-instruction copy, :func:`inf_embed.data.with_plain_queries`). The trainer encodes each distinct passage
+  text once, so such items get equal rows of ``p``; equal rows are what the loss compares (a copy encoded
+  separately on another rank, with dropout, is not recognised).
 
 Score blocks (rows are items; the positive of row i is marked):
 
 - P  ("contrast passages", p(P | I, Q)):  ``S^P[i] = [s(q_i, p_1) .. s(q_i, p_N), s(q_i, h_1) .. s(q_i, h_H)]``,
-  positive at column i;
+  positive at column i, columns ``j in D_i`` left out (the same passage is not a negative of itself);
 - IQ ("contrast instruction+query", p(I, Q | P)): ``S^IQ[i] = [s(p_i, q_1) .. s(p_i, q_N), s(p_i, g_1) ..
   s(p_i, g_G)]``, positive at column i. Because each record's items are in the same batch, the poisoned pairs
   (I-, Q+) and (I+, Q-) of item i's record are among the q_j / g_k: this is where the paper's negative triplets
-  (I-, Q+, P+) and (I+, Q-, P+) act;
+  (I-, Q+, P+) and (I+, Q-, P+) act. Columns ``j in D_i`` are left out: ``q_j`` is a positive of ``p_i`` too;
 - I  ("contrast instructions", p(I | Q, P)): ``S^I[i] = [s(n_{i,m}, p_i) for m in V_i]``, positive at m = 0.
 
 With ``CE(row, y) = -log(exp(row_y) / sum_k exp(row_k))``:
@@ -53,7 +57,7 @@ from inf_embed.training.distributed import get_world_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InfIRLoss", "Mode", "Term", "instruction_block", "passage_block", "query_block"]
+__all__ = ["InfIRLoss", "Mode", "Term", "instruction_block", "passage_block", "query_block", "shared_positives"]
 
 Mode = Literal["uni", "multi"]
 Term = Literal["P", "I", "IQ"]
@@ -266,6 +270,7 @@ class InfIRLoss(ContrastiveLoss):
         p = p.to(compute_dtype)
         rows = p.shape[0]
         diagonal = torch.arange(rows, device=p.device)
+        shared = shared_positives(p)  # (N, N) or None: the D_i of the module docstring
 
         blocks: dict[str, torch.Tensor] = {}
         if "P" in self.terms:
@@ -276,9 +281,9 @@ class InfIRLoss(ContrastiveLoss):
             blocks["I"] = instruction_block(n, p) * self.scale  # (N, M)
 
         if self.mode == "multi":
-            per_row = self._multi_rows(blocks, valid_variants, diagonal)
+            per_row = self._multi_rows(blocks, valid_variants, diagonal, shared)
         else:
-            per_row = self._uni_rows(blocks, valid_variants, diagonal)
+            per_row = self._uni_rows(blocks, valid_variants, diagonal, shared)
         return self.scale_for_ddp(per_row.mean())
 
     def _variant_validity(
@@ -305,7 +310,11 @@ class InfIRLoss(ContrastiveLoss):
         return instruction_negative_mask(ids, variant_mask)
 
     def _multi_rows(
-        self, blocks: dict[str, torch.Tensor], valid_variants: torch.Tensor | None, diagonal: torch.Tensor
+        self,
+        blocks: dict[str, torch.Tensor],
+        valid_variants: torch.Tensor | None,
+        diagonal: torch.Tensor,
+        shared: torch.Tensor | None,
     ) -> torch.Tensor:
         """Sum of one InfoNCE per term, each with its own normaliser. Returns (N,) losses."""
         per_row = torch.zeros_like(diagonal, dtype=next(iter(blocks.values())).dtype)
@@ -313,11 +322,15 @@ class InfIRLoss(ContrastiveLoss):
             if term == "I":
                 per_row = per_row + masked_cross_entropy(logits, torch.zeros_like(diagonal), valid_variants)
             else:
-                per_row = per_row + masked_cross_entropy(logits, diagonal)
+                per_row = per_row + masked_cross_entropy(logits, diagonal, _without_shared(logits, shared))
         return per_row
 
     def _uni_rows(
-        self, blocks: dict[str, torch.Tensor], valid_variants: torch.Tensor | None, diagonal: torch.Tensor
+        self,
+        blocks: dict[str, torch.Tensor],
+        valid_variants: torch.Tensor | None,
+        diagonal: torch.Tensor,
+        shared: torch.Tensor | None,
     ) -> torch.Tensor:
         """One softmax over the concatenated blocks; the positive logit kept once. Returns (N,) losses."""
         logits: list[torch.Tensor] = []
@@ -327,7 +340,9 @@ class InfIRLoss(ContrastiveLoss):
             if term not in blocks:
                 continue
             block = blocks[term]
-            keep = torch.ones_like(block, dtype=torch.bool)
+            keep = _without_shared(block, shared)
+            if keep is None:
+                keep = torch.ones_like(block, dtype=torch.bool)
             if has_anchor_block:
                 keep[diagonal, diagonal] = False  # s(p_i, q_i) == s(q_i, p_i): already the P positive
             has_anchor_block = True
@@ -396,6 +411,34 @@ class InfIRLoss(ContrastiveLoss):
             self._warned_unused.add(argument)
             logger.warning("%s given but loss %r %s; it is ignored (no need to encode it)", argument, self.name, reason)
         return None
+
+
+def shared_positives(passages: torch.Tensor) -> torch.Tensor | None:
+    """Which items share their positive passage with another item.
+
+    Args:
+        passages: (N, d) positive passages, one row per item.
+
+    Returns:
+        (N, N) bool, True at (i, j) for j != i with row j equal to row i (exact equality: the trainer encodes a
+        passage text once, so items with the same passage get the same row); None when no two rows are equal.
+    """
+    with torch.no_grad():
+        _, ids = torch.unique(passages.detach(), dim=0, return_inverse=True)  # (N,) equal rows, equal id
+        if int(ids.max()) + 1 == ids.numel():
+            return None
+        equal = ids.unsqueeze(0) == ids.unsqueeze(1)  # (N, N)
+        equal.fill_diagonal_(False)
+    return equal
+
+
+def _without_shared(block: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor | None:
+    """(N, C) validity of a P or IQ block: its first N columns masked where the item shares row i's passage."""
+    if shared is None:
+        return None
+    keep = torch.ones_like(block, dtype=torch.bool)
+    keep[:, : shared.shape[1]] = ~shared
+    return keep
 
 
 def _cast(value: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

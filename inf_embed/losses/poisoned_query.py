@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from inf_embed.losses.base import ContrastiveLoss
-from inf_embed.losses.inf_ir import InfIRLoss
+from inf_embed.losses.inf_ir import InfIRLoss, shared_positives
 from inf_embed.losses.registry import register_loss
 
 __all__ = ["PoisonedQueryLoss"]
@@ -257,6 +257,11 @@ class PoisonedQueryLoss(ContrastiveLoss):
         g, f, candidates = g.to(dtype), f.to(dtype), torch.cat([p, h]).to(dtype)
         f, candidates = self._scale_passage_gradient(f), self._scale_passage_gradient(candidates)
         logits = g @ candidates.T * self.scale  # (G, N + H)
+        shared = shared_positives(p)
+        if shared is not None:
+            # a passage shared by two items is one candidate, not two: its later copies leave the softmax
+            later_copy = torch.tril(shared, diagonal=-1).any(dim=1)  # (N,)
+            logits = logits.masked_fill(torch.cat([later_copy, later_copy.new_zeros(h.shape[0])]), float("-inf"))
         if own_positives is not None:
             own = self.gather(own_positives).to(dtype)
             # Exact equality: the own positive is one of the gathered candidates (same tensor values), so this

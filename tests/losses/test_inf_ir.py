@@ -69,8 +69,10 @@ def reference_loss(name: str, inputs: dict, tau: float = 0.05) -> float:
     total = 0.0
     rows = len(p)
     for i in range(rows):
-        p_negatives = [s(q[i], p[j]) for j in range(rows) if j != i] + [s(q[i], h) for h in hard]
-        iq_negatives = [s(p[i], q[j]) for j in range(rows) if j != i] + [s(p[i], g) for g in qneg]
+        # an item with the same positive passage is neither a P nor an IQ negative of row i
+        others = [j for j in range(rows) if j != i and p[j] != p[i]]
+        p_negatives = [s(q[i], p[j]) for j in others] + [s(q[i], h) for h in hard]
+        iq_negatives = [s(p[i], q[j]) for j in others] + [s(p[i], g) for g in qneg]
         i_negatives = [s(n[i][m], p[i]) for m in range(1, len(n[i])) if mask[i][m] and ids[i][m] != ids[i][0]]
         if mode == "multi":
             row = 0.0
@@ -118,6 +120,23 @@ def test_variant_matches_reference_without_optional_inputs(name: str) -> None:
     loss = get_loss(name)
     value = call(loss, inputs, instruction_variant_mask=None)
     assert value.item() == pytest.approx(reference_loss(name, inputs), rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_items_sharing_a_positive_passage_are_not_each_others_negatives(name: str) -> None:
+    # items 0 and 3 share a passage (a record and its plain-query copy, whose passage the trainer encodes once)
+    inputs = make_inputs(seed=4)
+    inputs["p"][3] = inputs["p"][0]
+    loss = get_loss(name)
+    assert call(loss, inputs).item() == pytest.approx(reference_loss(name, inputs), rel=1e-10, abs=1e-10)
+
+
+def test_a_shared_passage_leaves_no_floor_on_the_loss() -> None:
+    # perfect embeddings (each query side on its own orthogonal passage): without the masking, the two items
+    # sharing a passage each kept log 2 in each of the P and IQ terms whatever the model did
+    passages = torch.eye(4, dtype=torch.float64)[[0, 1, 0, 2]]
+    for mode in ("uni", "multi"):
+        assert InfIRLoss(mode, ("P", "IQ"), temperature=0.01)(passages.clone(), passages).item() < 1e-20
 
 
 @pytest.mark.parametrize("name", ["uni:P+I", "multi:I+IQ"])

@@ -55,6 +55,27 @@ def test_term_matches_a_per_row_reference_and_adds_to_the_base_loss():
     assert float(value) == pytest.approx(float(base) + 0.7 * expected_term, rel=1e-9)
 
 
+def test_a_passage_shared_by_two_items_is_one_candidate_of_the_term():
+    inputs = make_inputs(seed=5, rows=5, qneg=3)
+    inputs["passage_embeddings"][4] = inputs["passage_embeddings"][1]  # items 1 and 4: one passage
+    forbidden_rows = [1, 2, 0]
+    loss = get_loss("multi:P+I+IQ+Q", weight=1.0)
+    term = loss.poisoned_query_term(
+        inputs["passage_embeddings"],
+        inputs["query_negative_embeddings"],
+        inputs["passage_embeddings"][forbidden_rows],
+        inputs["hard_negative_embeddings"],
+    )
+    expected = _term_reference(
+        inputs["passage_embeddings"][:4],  # the copy left out
+        inputs["hard_negative_embeddings"],
+        inputs["query_negative_embeddings"],
+        forbidden_rows,
+        0.05,
+    )
+    assert float(term) == pytest.approx(expected, rel=1e-9)
+
+
 def test_term_pushes_the_forbidden_passage_down():
     inputs = make_inputs(seed=1, rows=4, qneg=2)
     g = inputs["query_negative_embeddings"].clone().requires_grad_(True)
