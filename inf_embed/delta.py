@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from inf_embed.config import InfEmbedConfig
-from inf_embed.hub import _read_safetensors, _replace_dir
+from inf_embed.hub import DELTA_CONFIG_FILE, _read_safetensors, _replace_dir, check_replaceable
 
 __all__ = [
     "DELTA_CONFIG_FILE",
@@ -46,7 +46,6 @@ __all__ = [
     "save_delta",
 ]
 
-DELTA_CONFIG_FILE = "inf_embed_delta.json"
 DELTA_WEIGHTS_FILE = "inf_embed_delta.safetensors"
 DELTA_FORMAT = "inf_embed-delta/1"
 _BACKBONE_PREFIX = "backbone."
@@ -94,6 +93,7 @@ def save_delta(
 
     Raises:
         ValueError: the model's backbone and the base differ in parameter names or shapes.
+        FileExistsError: ``path`` is a file, or a non-empty folder that holds no inf_embed model or delta.
     """
     trained = model.backbone.state_dict()
     base = base_backbone.state_dict()
@@ -139,6 +139,7 @@ def save_delta(
         "metadata": dict(metadata or {}),
     }
     target = os.path.abspath(os.fspath(path))
+    check_replaceable(target, "save_delta")
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 BACKBONE_WEIGHTS_FILE = "model.safetensors"
 MODULES_WEIGHTS_FILE = "inf_embed_modules.safetensors"
+DELTA_CONFIG_FILE = "inf_embed_delta.json"  # a delta folder (inf_embed.delta), told apart from a model folder
 
 
 @dataclass
@@ -110,12 +111,27 @@ def load_parts(folder: str, config_overrides: dict[str, Any] | None = None) -> L
             f"{folder} is not a model folder: it has no {CONFIG_FILE_NAME} (inf_embed), {ST_MODULES_FILE} "
             "(sentence-transformers) or config.json (transformers)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
-    tokenizer.padding_side = config.padding_side
-    if tokenizer.pad_token is None:
-        # Decoder tokenizers often have no pad token; padding is masked out, so any id will do.
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer_folder), config.padding_side)
     return LoadedParts(config, backbone, tokenizer, module_state, source=folder, strict_modules=strict_modules)
+
+
+def prepare_tokenizer(tokenizer: Any, padding_side: str) -> Any:
+    """Set the padding side, and a pad token where the tokenizer has none (decoder tokenizers often do not).
+
+    Raises:
+        ValueError: the tokenizer has no pad, end-of-sequence or unknown token to pad with.
+    """
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        # padding is masked out, so any id will do
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ValueError(
+                f"tokenizer {type(tokenizer).__name__} has no pad token and no eos or unk token to pad with; "
+                "set tokenizer.pad_token before building the model"
+            )
+        tokenizer.pad_token = fallback
+    return tokenizer
 
 
 def _apply_overrides(config: InfEmbedConfig, overrides: dict[str, Any]) -> InfEmbedConfig:
@@ -251,9 +267,14 @@ def check_module_state(
 def save_folder(model: Any, path: str | os.PathLike) -> str:
     """Write ``model`` to ``path`` atomically: build in a temporary sibling folder, then rename into place.
 
-    A crash while writing leaves any previous folder at ``path`` untouched.
+    A crash while writing leaves any previous folder at ``path`` untouched. ``path`` must be new, empty, or a
+    folder this library saved (a model or a delta), which is replaced whole.
+
+    Raises:
+        FileExistsError: ``path`` is a file, or a non-empty folder that holds no inf_embed model.
     """
     target = os.path.abspath(os.fspath(path))
+    check_replaceable(target, "save_pretrained")
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
@@ -292,6 +313,33 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return result
 
 
+# a folder holding one of these was written by this library (a model or a delta), so a new save may replace it
+SAVED_FOLDER_MARKERS = (CONFIG_FILE_NAME, DELTA_CONFIG_FILE)
+
+
+def check_replaceable(target: str, caller: str) -> None:
+    """Refuse to save over a file or over a folder with someone else's files (a save replaces the whole folder).
+
+    Args:
+        target: absolute path the caller will replace.
+        caller: the public function's name, for the message.
+
+    Raises:
+        FileExistsError: ``target`` is a file, or a non-empty folder without any of ``SAVED_FOLDER_MARKERS``.
+    """
+    if not os.path.lexists(target):
+        return
+    if not os.path.isdir(target):
+        raise FileExistsError(f"{caller}: {target} is a file; expected the path of a folder to write")
+    entries = sorted(os.listdir(target))
+    if entries and not any(marker in entries for marker in SAVED_FOLDER_MARKERS):
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise FileExistsError(
+            f"{caller}: {target} is a non-empty folder that holds no inf_embed model ({shown}); saving replaces "
+            "the whole folder, so choose a new or empty folder"
+        )
+
+
 def _replace_dir(staging: str, target: str) -> None:
     """Move the finished ``staging`` folder to ``target`` (replacing it), with the permissions of a plain folder.
 
@@ -309,6 +357,7 @@ def _replace_dir(staging: str, target: str) -> None:
     if not os.path.exists(target):
         os.replace(staging, target)
         return
+    # a crash between the two renames leaves the previous folder at the hidden backup path beside ``target``
     backup = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target))
     os.rmdir(backup)
     os.replace(target, backup)

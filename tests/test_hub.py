@@ -37,13 +37,31 @@ def test_projection_weights_round_trip(tiny_model_dir, tmp_path):
     assert reloaded.get_sentence_embedding_dimension() == 8
 
 
-def test_saving_over_an_existing_folder_replaces_it(tiny_model, tmp_path):
+def test_saving_over_a_saved_model_replaces_it(tiny_model, tmp_path):
     target = tmp_path / "m"
-    target.mkdir()
+    tiny_model.save_pretrained(target)
     (target / "stale.txt").write_text("old")
     tiny_model.save_pretrained(target)
     assert not (target / "stale.txt").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".m.")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert tiny_model.save_pretrained(empty) == str(empty)
+
+
+def test_saving_over_other_files_is_refused_and_leaves_them(tiny_model, tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "train.py").write_text("print('mine')")
+    with pytest.raises(FileExistsError, match=r"save_pretrained: .*project is a non-empty folder .*data, train.py"):
+        tiny_model.save_pretrained(project)
+    assert sorted(os.listdir(project)) == ["data", "train.py"]
+    a_file = tmp_path / "model.bin"
+    a_file.write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        tiny_model.save_pretrained(a_file)
+    assert a_file.read_bytes() == b"x"
+    assert sorted(os.listdir(tmp_path)) == ["model.bin", "project"]
 
 
 def test_a_crash_while_saving_leaves_the_previous_folder_intact(tiny_model, tmp_path, monkeypatch):
