@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +59,8 @@ def _as_text_list(inputs: Any, name: str) -> tuple[list[str], bool]:
         raise TypeError(f"{name} must be a string or a sequence of strings, got None")
     if isinstance(inputs, np.ndarray):
         inputs = inputs.tolist()
+        if isinstance(inputs, str):  # a 0-d array holds one text, not a sequence of characters
+            return [inputs], True
     elif isinstance(inputs, dict) or not hasattr(inputs, "__iter__"):
         raise TypeError(f"{name} must be a string or a sequence of strings, got {type(inputs).__name__}")
     texts = list(inputs)
@@ -76,6 +79,8 @@ def _instruction_list(instruction: Any, count: int) -> tuple[list[str | None] | 
         return [shared] * count, shared
     if isinstance(instruction, np.ndarray):
         instruction = instruction.tolist()
+        if isinstance(instruction, str):  # a 0-d array: one instruction for all, not one character per input
+            return _instruction_list(instruction, count)
     if isinstance(instruction, dict) or not hasattr(instruction, "__len__"):
         raise TypeError(
             f"instruction must be a string, a sequence of strings/None aligned with the inputs, or None; "
@@ -112,15 +117,20 @@ def _resolve_prompt(model: InfEmbed, prompt: str | None, prompt_name: str | None
     return ""
 
 
-def _check_arguments(batch_size: Any, precision: Any, truncate_dim: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+def _positive_int(value: Any) -> bool:
+    # numpy integers count (sentence-transformers accepts them); bools do not
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value > 0
+
+
+def _check_arguments(batch_size: Any, precision: Any, truncate_dim: Any) -> tuple[int, int | None]:
+    """Validate the numeric and precision options; returns (batch_size, truncate_dim) as Python ints."""
+    if not _positive_int(batch_size):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if truncate_dim is not None and (
-        isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim <= 0
-    ):
+    if truncate_dim is not None and not _positive_int(truncate_dim):
         raise ValueError(f"truncate_dim must be a positive integer or None, got {truncate_dim!r}")
+    return int(batch_size), None if truncate_dim is None else int(truncate_dim)
 
 
 def distinct_with_rows(values: Sequence[Any]) -> tuple[list[Any], list[int]]:
@@ -247,10 +257,11 @@ def encode(
     """Validate, dispatch and convert; see ``InfEmbed.encode`` for the arguments and return types."""
     name = {"query": "queries", "document": "documents"}.get(task or "", "sentences")
     texts, single = _as_text_list(inputs, name)
-    _check_arguments(batch_size, precision, truncate_dim)
+    batch_size, truncate_dim = _check_arguments(batch_size, precision, truncate_dim)
     output = resolve_output(output_value, convert_to_numpy, convert_to_tensor)
     instructions, shared = _instruction_list(instruction, len(texts))
-    prompt_text = _resolve_prompt(model, prompt, prompt_name, task)
+    # instructions make the inputs queries (query weights and budget below), so they take the query prompt too
+    prompt_text = _resolve_prompt(model, prompt, prompt_name, "query" if instructions is not None else task)
     truncate_dim = truncate_dim if truncate_dim is not None else model.truncate_dim
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO

@@ -10,6 +10,7 @@ Loading and saving delegate to :mod:`inf_embed.hub`, encoding to :mod:`inf_embed
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -81,9 +82,24 @@ class InfEmbed(nn.Module):
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: bool | str | None = None,
+        truncate_dim: int | None = None,
+        cache_folder: str | os.PathLike | None = None,
+        trust_remote_code: bool = False,
         **config_overrides: Any,
     ) -> None:
         super().__init__()
+        if trust_remote_code:
+            raise ValueError(
+                "trust_remote_code=True is not supported: InfEmbed builds only architectures that transformers ships"
+            )
+        if cache_folder is not None:  # sentence-transformers' name for cache_dir
+            if cache_dir is not None and os.fspath(cache_dir) != os.fspath(cache_folder):
+                raise ValueError(f"cache_folder={cache_folder!r} and cache_dir={cache_dir!r} disagree; pass one")
+            cache_dir = cache_folder
+        if truncate_dim is not None and (
+            isinstance(truncate_dim, bool) or not isinstance(truncate_dim, numbers.Integral) or truncate_dim <= 0
+        ):
+            raise ValueError(f"truncate_dim must be a positive integer or None, got {truncate_dim!r}")
         in_memory = backbone is not None or tokenizer is not None or config is not None
         if in_memory:
             if model_name_or_path is not None or backbone is None or tokenizer is None:
@@ -91,8 +107,7 @@ class InfEmbed(nn.Module):
             config = config if config is not None else InfEmbedConfig()
             if config_overrides:
                 config = hub._apply_overrides(config, config_overrides)
-            tokenizer.padding_side = config.padding_side
-            self._build(config, backbone, tokenizer)
+            self._build(config, backbone, hub.prepare_tokenizer(tokenizer, config.padding_side))
         else:
             hub_options = {
                 "revision": revision,
@@ -115,7 +130,7 @@ class InfEmbed(nn.Module):
                     self.document_anchor = DocumentAnchor(self._checked_anchors(stored))
                 hub.check_module_state(self, parts.module_state, parts.source, strict=parts.strict_modules)
         self._check_document_side()
-        self.truncate_dim: int | None = None
+        self.truncate_dim: int | None = None if truncate_dim is None else int(truncate_dim)
         self.eval()
         if device is not None:
             self.to(device)
@@ -224,7 +239,11 @@ class InfEmbed(nn.Module):
         )
 
     def save_pretrained(self, path: str | os.PathLike) -> str:
-        """Save weights (safetensors), config and tokenizer to ``path`` atomically; returns the folder."""
+        """Save weights (safetensors), config and tokenizer to ``path`` atomically; returns the folder.
+
+        ``path`` must be new, empty, or a folder saved by this library: the save replaces the whole folder, so a
+        folder with other files (a project, a training run's logs) is refused with ``FileExistsError``.
+        """
         return hub.save_folder(self, path)
 
     save = save_pretrained
@@ -486,7 +505,12 @@ class InfEmbed(nn.Module):
 
     @property
     def similarity_fn_name(self) -> str:
+        """Name of the score used by :meth:`similarity` (``cosine``, ``dot``, ``euclidean``, ``manhattan``)."""
         return self.config.similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value: str) -> None:
+        self.config = hub._apply_overrides(self.config, {"similarity_fn_name": value})  # validates the name
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> Tensor:
         """All-pairs scores with ``config.similarity_fn_name``: (n1, d), (n2, d) -> (n1, n2) tensor."""
@@ -510,9 +534,8 @@ class InfEmbed(nn.Module):
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        for name in ("max_query_length", "max_instruction_length", "max_passage_length"):
-            setattr(self.config, name, value)
-        self.config.validate()
+        budgets = dict.fromkeys(("max_query_length", "max_instruction_length", "max_passage_length"), value)
+        self.config = hub._apply_overrides(self.config, budgets)  # a bad value leaves the config as it was
 
     @property
     def device(self) -> torch.device:

@@ -20,8 +20,9 @@ def _as_2d_tensor(embeddings: ArrayLike, name: str) -> Tensor:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be 1-D or 2-D embeddings, got shape {tuple(tensor.shape)}")
-    if not tensor.is_floating_point():
-        # Quantised embeddings: score them as floats rather than overflowing int8 products.
+    if not tensor.is_floating_point() or tensor.dtype in (torch.float16, torch.bfloat16):
+        # Quantised embeddings: score them as floats rather than overflowing int8 products. Half precision: scores
+        # in float32 as sentence-transformers gives them (and cdist has no CPU kernel for half).
         tensor = tensor.float()
     return tensor
 

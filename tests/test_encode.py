@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
 import pytest
 import torch
+
+from inf_embed import InfEmbed
 
 
 def test_single_string_gives_a_1d_array(tiny_model):
@@ -89,6 +92,31 @@ def test_prompts_are_prepended(tiny_model):
         tiny_model.encode("x", prompt_name="nope")
 
 
+def test_instructed_inputs_take_the_query_prompt(tiny_model):
+    tiny_model.config.prompts = {"query": "query: "}
+    np.testing.assert_allclose(
+        tiny_model.encode(["x", "y"], instruction="about z"),
+        tiny_model.encode_query(["x", "y"], instruction="about z"),
+        atol=1e-6,
+    )
+
+
+def test_a_zero_dimensional_string_array_is_one_text(tiny_model):
+    single = tiny_model.encode(np.array("hello"))
+    assert single.shape == (tiny_model.get_sentence_embedding_dimension(),)
+    np.testing.assert_allclose(single, tiny_model.encode("hello"), atol=1e-6)
+    np.testing.assert_allclose(
+        tiny_model.encode_query(["a", "b"], instruction=np.array("ab")),
+        tiny_model.encode_query(["a", "b"], instruction="ab"),
+        atol=1e-6,
+    )
+
+
+def test_numpy_integers_are_accepted_for_batch_size_and_truncate_dim(tiny_model):
+    out = tiny_model.encode(["a", "b", "c"], batch_size=np.int64(2), truncate_dim=np.int32(8))
+    np.testing.assert_allclose(out, tiny_model.encode(["a", "b", "c"], truncate_dim=8), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
@@ -153,6 +181,40 @@ def test_dimension_and_max_seq_length_properties(tiny_model):
     tiny_model.max_seq_length = 16
     assert tiny_model.config.max_query_length == tiny_model.config.max_passage_length == 16
     assert tiny_model.device.type == "cpu"
+    with pytest.raises(ValueError, match="max_query_length"):
+        tiny_model.max_seq_length = 1
+    assert tiny_model.config.max_query_length == tiny_model.config.max_instruction_length == 16  # left as it was
+
+
+def test_similarity_fn_name_can_be_set_and_is_checked(tiny_model):
+    tiny_model.similarity_fn_name = "dot"
+    a, b = tiny_model.encode(["a", "b"]), tiny_model.encode(["c"])
+    torch.testing.assert_close(tiny_model.similarity(a, b), torch.as_tensor(a @ b.T))
+    with pytest.raises(ValueError, match="similarity_fn_name"):
+        tiny_model.similarity_fn_name = "maxsim"
+    assert tiny_model.similarity_fn_name == "dot"
+
+
+def test_sentence_transformers_constructor_arguments(tiny_model_dir, tmp_path):
+    model = InfEmbed(tiny_model_dir, truncate_dim=8, cache_folder=str(tmp_path), trust_remote_code=False)
+    assert model.encode(["a"]).shape == (1, 8)
+    with pytest.raises(ValueError, match="truncate_dim must be a positive integer"):
+        InfEmbed(tiny_model_dir, truncate_dim=0)
+    with pytest.raises(ValueError, match="trust_remote_code=True is not supported"):
+        InfEmbed(tiny_model_dir, trust_remote_code=True)
+    with pytest.raises(ValueError, match="cache_folder=.* and cache_dir=.* disagree"):
+        InfEmbed(tiny_model_dir, cache_folder="/a", cache_dir="/b")
+
+
+def test_a_tokenizer_without_pad_token_is_given_one_or_a_clear_error(tiny_model):
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    tokenizer.pad_token = None
+    model = InfEmbed(config=tiny_model.config, backbone=tiny_model.backbone, tokenizer=tokenizer)
+    np.testing.assert_allclose(model.encode(["a", "b c d"]), tiny_model.encode(["a", "b c d"]), atol=1e-5)
+    bare = copy.deepcopy(tiny_model.tokenizer)
+    bare.pad_token = bare.unk_token = None
+    with pytest.raises(ValueError, match="no pad token and no eos or unk token"):
+        InfEmbed(config=tiny_model.config, backbone=tiny_model.backbone, tokenizer=bare)
 
 
 def test_device_list_encodes_in_a_process_pool_with_the_same_result(tiny_model):

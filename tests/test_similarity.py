@@ -28,3 +28,13 @@ def test_mismatched_dimensions_and_unknown_names_raise():
         similarity(torch.randn(2, 3), torch.randn(2, 3), "maxsim")
     with pytest.raises(ValueError, match="2 rows but embeddings2 has 3"):
         similarity_pairwise(torch.randn(2, 3), torch.randn(3, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["cosine", "dot", "euclidean", "manhattan"])
+def test_half_precision_embeddings_are_scored_in_float32(name, dtype):
+    a, b = torch.randn(3, 8), torch.randn(2, 8)
+    scores = similarity(a.to(dtype), b.to(dtype), name)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, similarity(a.to(dtype).float(), b.to(dtype).float(), name))
+    assert similarity_pairwise(a[:2].to(dtype), b.to(dtype), name).dtype == torch.float32
