@@ -4,6 +4,12 @@ Files: JSON lines (``.jsonl``, ``.ndjson``, or ``.json`` not starting with ``[``
 CSV / TSV (header row; a list column is a JSON array in its cell), each optionally gzip-compressed (``.gz``),
 and Parquet (needs ``pyarrow``, imported only here). In memory: ``datasets.Dataset`` / ``IterableDataset``
 (recognised without importing ``datasets``), pandas DataFrames and any iterable of dicts.
+
+CSV is parsed strictly (RFC 4180 quoting: a quote that opens a field must close it, quotes inside a quoted field
+are doubled), so a stray quote is an error at its line instead of silently joining the following records into one
+field. TSV has no quoting: one record per line, every cell kept verbatim (quotes included), so a cell cannot
+hold a tab or a line break (MS MARCO ``collection.tsv`` style). Text that is not valid in the given encoding, a
+duplicate column in a header and a duplicate key in a JSON record are errors at their line too.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +40,18 @@ _SUFFIX_FORMATS: dict[str, FileFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+# csv's default cell limit (128 Ki characters) is below long web documents; 2**31 - 1 fits a C long everywhere
+# (csv.field_size_limit rejects sys.maxsize on Windows) and is far above any passage an encoder can read.
+_FIELD_SIZE_LIMIT = 2**31 - 1
+# Bytes the decoder could not read, kept by errors="surrogateescape" as U+DC80..U+DCFF (a strict decoder never
+# produces these lone surrogates from valid text, so they mark exactly the undecodable bytes).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True, slots=True)
 class Undecodable:
-    """A source record that could not be decoded (invalid JSON line, wrong CSV column count)."""
+    """A source record that could not be decoded (invalid JSON line or text, duplicate key, CSV error, wrong column
+    count)."""
 
     problem: str
 
@@ -111,54 +125,164 @@ def _file_format(path: Path, format: FileFormat | None) -> FileFormat:  # noqa: 
 
 
 def _open_text(path: Path, encoding: str) -> IO[str]:
+    # surrogateescape: an undecodable byte becomes a marker character instead of an exception raised mid-file at
+    # a buffer offset, so the reader can name its line and on_error="skip" can drop just that record.
     if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
-    return open(path, encoding=encoding, newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="surrogateescape", newline="")
+    return open(path, encoding=encoding, errors="surrogateescape", newline="")
+
+
+def _undecodable(text: str, encoding: str) -> str | None:
+    """The problem with ``text`` if it holds bytes that were not valid ``encoding``, else None."""
+    match = _UNDECODABLE.search(text)
+    if match is None:
+        return None
+    byte = ord(match.group()) - 0xDC00
+    return f"invalid {encoding} text: cannot decode byte 0x{byte:02x} at column {match.start() + 1}"
+
+
+class _DuplicateKeys(dict):  # type: ignore[type-arg]
+    """A JSON object with a repeated key (``json`` would keep the last value silently); ``key`` is the first."""
+
+    key: str
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` of ``json.loads``: a dict, marked as :class:`_DuplicateKeys` if a key repeats."""
+    record = dict(pairs)
+    if len(record) == len(pairs):
+        return record
+    duplicates = _DuplicateKeys(record)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            duplicates.key = key
+            break
+        seen.add(key)
+    return duplicates
+
+
+def _json_record(record: object) -> object:
+    """``record``, or an :class:`Undecodable` if it is an object with a repeated key."""
+    if isinstance(record, _DuplicateKeys):
+        return Undecodable(f"duplicate key {record.key!r} in the JSON object; keep one")
+    return record
 
 
 def _read_text(path: Path, file_format: FileFormat, encoding: str) -> Iterator[tuple[str, object]]:
     with _open_text(path, encoding) as handle:
         if file_format in ("csv", "tsv"):
-            yield from _read_csv(handle, path, "\t" if file_format == "tsv" else ",")
+            yield from _read_csv(handle, path, file_format, encoding)
             return
         if file_format == "json":
             head = handle.read(4096)
             if head.lstrip().startswith("["):
+                text = head + handle.read()
+                problem = _undecodable(text, encoding)
+                if problem is not None:  # one document: no record boundary to skip to
+                    line = text.count("\n", 0, _UNDECODABLE.search(text).start()) + 1  # type: ignore[union-attr]
+                    raise ValueError(f"{path}:{line}: {problem}")
                 try:
-                    array = json.loads(head + handle.read())
+                    array = json.loads(text, object_pairs_hook=_json_object)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}: invalid JSON array: {error}") from None
                 if not isinstance(array, list):
                     raise ValueError(f"{path}: expected a JSON array of records")
-                yield from ((f"{path}, item {i}", record) for i, record in enumerate(array))
+                yield from ((f"{path}, item {i}", _json_record(record)) for i, record in enumerate(array))
                 return
             handle = io.StringIO(head + handle.read())
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            problem = _undecodable(line, encoding)
+            if problem is not None:
+                yield f"{path}:{number}", Undecodable(problem)
+                continue
             try:
-                record: object = json.loads(line)
+                record: object = _json_record(json.loads(line, object_pairs_hook=_json_object))
             except json.JSONDecodeError as error:
                 record = Undecodable(f"invalid JSON ({error.msg} at column {error.colno})")
             yield f"{path}:{number}", record
 
 
-def _read_csv(handle: IO[str], path: Path, delimiter: str) -> Iterator[tuple[str, object]]:
-    reader = csv.reader(handle, delimiter=delimiter)
+def _read_csv(handle: IO[str], path: Path, file_format: FileFormat, encoding: str) -> Iterator[tuple[str, object]]:
+    """Rows of a CSV / TSV file as dicts keyed by the header; a bad row becomes an :class:`Undecodable`.
+
+    Raises:
+        TripletFormatError: a column name repeated in the header (every row would lose one of its cells).
+    """
+    if csv.field_size_limit() < _FIELD_SIZE_LIMIT:
+        csv.field_size_limit(_FIELD_SIZE_LIMIT)
+    if file_format == "tsv":
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(handle, delimiter=",", strict=True)
     try:
         header = next(reader)
     except StopIteration:
         return
+    except csv.Error as error:
+        raise ValueError(f"{path}:{reader.line_num}: invalid {file_format.upper()} header ({error})") from None
+    problem = next((p for p in (_undecodable(name, encoding) for name in header) if p is not None), None)
+    if problem is not None:
+        raise ValueError(f"{path}:{reader.line_num}: header: {problem}")
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            # imported here: triplets imports this module
+            from inf_embed.data.triplets import TripletFormatError
+
+            location = f"{path}:{reader.line_num}"
+            raise TripletFormatError(location, name, "duplicate column in the header; every column needs its own name")
+        seen.add(name)
     start = reader.line_num + 1
-    for row in reader:
-        location = f"{path}:{start}"
-        start = reader.line_num + 1
+    warned_quoting = False
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            # The parser resumes at the next line, so on_error="skip" drops this record only (its lines up to the
+            # error, which a stray quote may have joined, are one skipped record).
+            first, end = start, reader.line_num
+            start = end + 1
+            span = f"line {end}" if end == first else f"lines {first}-{end}"
+            quoting = file_format == "csv" and "field limit" not in str(error)
+            hint = (
+                "; a quote that opens a CSV field must close it, and a quote inside one is doubled" if quoting else ""
+            )
+            yield f"{path}:{first}", Undecodable(f"invalid {file_format.upper()} in {span} ({error}){hint}")
+            continue
+        first, end = start, reader.line_num
+        start = end + 1
         if not any(cell.strip() for cell in row):
             continue
+        location = f"{path}:{first}"
+        problem = next((p for p in (_undecodable(cell, encoding) for cell in row) if p is not None), None)
+        if problem is not None:
+            yield (
+                location,
+                Undecodable(problem if end == first else f"{problem} (in the record of lines {first}-{end})"),
+            )
+            continue
+        if file_format == "tsv" and not warned_quoting and any(_looks_csv_quoted(cell) for cell in row):
+            warned_quoting = True
+            logger.warning(
+                "%s: TSV cells are read verbatim, without CSV quoting, but the record at line %d has a cell like "
+                '"...""..."" (CSV-style quoted); write TSV without quoting (csv.QUOTE_NONE) or name the file .csv',
+                path,
+                first,
+            )
         if len(row) != len(header):
             yield location, Undecodable(f"{len(row)} columns, expected {len(header)} as in the header")
             continue
         yield location, dict(zip(header, row, strict=True))
+
+
+def _looks_csv_quoted(cell: str) -> bool:
+    """Whether a TSV cell looks like a CSV writer quoted it: ``"..."`` around text with doubled quotes."""
+    return len(cell) > 2 and cell[0] == cell[-1] == '"' and '""' in cell[1:-1]
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, object]]:

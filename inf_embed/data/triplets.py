@@ -32,6 +32,7 @@ batched fetch re-splitting rows.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -93,6 +94,8 @@ _MUST_DIFFER: tuple[tuple[str, str], ...] = (
     ("instruction_negative_passage", "positive"),
     ("query_negative_passage", "positive"),
 )
+# Columns of the published InF-IR files that are provenance only: ignored without a warning.
+_METADATA_COLUMNS: frozenset[str] = frozenset({"query_id", "document_id"})
 # Skipped-record messages kept on the dataset (the count is always exact).
 _MAX_KEPT_ERRORS = 100
 
@@ -343,8 +346,14 @@ def load_triplets(
             num_skipped += 1
             if len(errors) < _MAX_KEPT_ERRORS:
                 errors.append(str(error))
-    if ignored:
-        logger.debug("load_triplets(%s): ignored columns %s", description, ", ".join(sorted(ignored)))
+    if ignored - _METADATA_COLUMNS:
+        # a typo'd optional column (e.g. "instruction_negatve") silently drops that field from every record
+        logger.warning(
+            "load_triplets(%s): ignored unknown column(s) %s; map a column with column_mapping, or map it to None "
+            "to ignore it silently",
+            description,
+            ", ".join(_describe_unknown(name) for name in sorted(ignored - _METADATA_COLUMNS)),
+        )
     if num_skipped:
         logger.warning(
             "load_triplets(%s): skipped %d malformed record(s), kept %d; first: %s",
@@ -359,6 +368,12 @@ def load_triplets(
 # ----------------------------------------------------------------------------------------------------------------
 # Parsing one record.
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _describe_unknown(name: str) -> str:
+    """``name`` quoted, with the closest known column name when one is close (a likely typo)."""
+    close = difflib.get_close_matches(name, known_columns(), n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def _check_column_mapping(column_mapping: Mapping[str, str | None] | None) -> dict[str, str | None]:

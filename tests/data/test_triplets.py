@@ -92,16 +92,26 @@ def test_to_dict_round_trips() -> None:
 
 
 def test_csv_and_tsv_with_json_negatives_list(tmp_path: Path) -> None:
-    for suffix, delimiter in ((".csv", ","), (".tsv", "\t")):
-        path = tmp_path / f"d{suffix}"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter=delimiter)
-            writer.writerow(["instruction", "query", "positive", "negatives"])
-            writer.writerow(["i", "q", "multi\nline passage", json.dumps(["n1", "n2"])])
-            writer.writerow(["i2", "q2", "p2", ""])
-        data = load_triplets(path)
-        assert [e.positive for e in data] == ["multi\nline passage", "p2"]
-        assert data[0].negatives == ("n1", "n2") and data[1].negatives == ()
+    path = tmp_path / "d.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["instruction", "query", "positive", "negatives"])
+        writer.writerow(["i", "q", "multi\nline passage", json.dumps(["n1", "n2"])])
+        writer.writerow(["i2", "q2", "p2", ""])
+    data = load_triplets(path)
+    assert [e.positive for e in data] == ["multi\nline passage", "p2"]
+    assert data[0].negatives == ("n1", "n2") and data[1].negatives == ()
+    # TSV has no quoting: one record per line, the JSON list's quotes as they are
+    tsv = tmp_path / "d.tsv"
+    rows = [
+        ["instruction", "query", "positive", "negatives"],
+        ["i", "q", "p", json.dumps(["n1", "n2"])],
+        ["i2", "q2", "p2", ""],
+    ]
+    tsv.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+    data = load_triplets(tsv)
+    assert [e.positive for e in data] == ["p", "p2"]
+    assert data[0].negatives == ("n1", "n2") and data[1].negatives == ()
 
 
 def test_csv_error_names_the_line_of_the_record(tmp_path: Path) -> None:
@@ -152,6 +162,20 @@ def test_column_mapping_unknown_target_lists_known_names() -> None:
         load_triplets([SIMPLE_RECORD], column_mapping={"question": "qry"})
     assert "query_positive" in str(error.value)
     assert set(known_columns()) >= {"document", "hard_negative_document_2", "negatives"}
+
+
+def test_unknown_columns_are_a_warning_naming_the_likely_typo(caplog: pytest.LogCaptureFixture) -> None:
+    record = dict(SIMPLE_RECORD, instruction_negatve="typo", query_id="7", notes="x")
+    with caplog.at_level(logging.WARNING, logger="inf_embed.data.triplets"):
+        load_triplets([record])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'instruction_negatve' (did you mean 'instruction_negative'?)" in warnings[0]
+    assert "'notes'" in warnings[0] and "query_id" not in warnings[0]  # InF-IR's provenance column is expected
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="inf_embed.data.triplets"):
+        load_triplets([record], column_mapping={"instruction_negatve": None, "notes": None})
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_column_mapping_collision_is_a_record_error() -> None:
