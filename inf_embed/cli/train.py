@@ -75,19 +75,21 @@ def register(subparsers: Any) -> None:
         "--query-weight",
         type=float,
         default=None,
-        help="fusion anchored: weight (>= 0) of the query encoded alone (default: 0.5)",
+        help="--fusion anchored only: weight (>= 0) of the query encoded alone (default: 0.5)",
     )
     parser.add_argument(
         "--gate-threshold",
         type=float,
         default=None,
-        help="fusion gated: query-instruction cosine below which the query is embedded alone (default: 0.3)",
+        help="--fusion gated only: query-instruction cosine below which the query is embedded alone (default: 0.3)",
     )
     parser.add_argument(
         "--instruction-weight",
         type=float,
         default=None,
-        help="fusion conditioned: weight in [0, 1] of the instruction tokens in the pooled query (default: 0)",
+        help="--fusion conditioned only: weight in [0, 1] of the instruction tokens in the pooled query (default: 0); "
+        "a fusion weight, not the poisoned-instruction (IX) loss term's weight, which is --loss-options "
+        "instruction_weight=VALUE",
     )
     parser.add_argument(
         "--on-error",
@@ -121,6 +123,32 @@ def _apply_preset(args: argparse.Namespace) -> Preset | None:
     if missing:
         raise SystemExit(f"inf-embed train: error: {' and '.join(missing)} required (or give --preset)")
     return preset
+
+
+# Model flags that only one fusion reads: with another fusion the value would be stored in the config and ignored.
+_FUSION_FLAGS: dict[str, str] = {
+    "query_weight": "anchored",
+    "gate_threshold": "gated",
+    "instruction_weight": "conditioned",
+}
+
+
+def _check_fusion_flags(args: argparse.Namespace, fusion: str) -> None:
+    """Reject a fusion-specific flag given for a fusion that does not use it (it would silently do nothing)."""
+    for name, owner in _FUSION_FLAGS.items():
+        if getattr(args, name, None) is None or fusion == owner:
+            continue
+        flag = "--" + name.replace("_", "-")
+        message = (
+            f"inf-embed train: error: {flag} applies to --fusion {owner} only; this run's fusion is {fusion}, "
+            "which would ignore it"
+        )
+        if name == "instruction_weight":
+            message += (
+                ". It is a fusion weight, not the poisoned-instruction (IX) loss term's weight: for that use "
+                "--loss-options instruction_weight=VALUE"
+            )
+        raise SystemExit(message)
 
 
 def _start_model(name: str | None, overrides: dict[str, Any]) -> Any:
@@ -184,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
     from inf_embed.training.distributed import is_main_process
 
     preset = _apply_preset(args)
+    if args.fusion is not None:  # known now; otherwise the model's own, checked once it is loaded
+        _check_fusion_flags(args, args.fusion)
     training_args = from_namespace(args)
     if training_args.show_progress_bar is None:
         training_args.show_progress_bar = True  # the CLI shows the bar unless --no-show-progress-bar
@@ -204,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, name, None) is not None
         }
         model = _start_model(args.model, overrides)
+        if args.fusion is None:
+            _check_fusion_flags(args, model.config.fusion)
         base_backbone = copy.deepcopy(model.backbone) if args.save_delta else None
         evaluator = None
         if args.dev_data:

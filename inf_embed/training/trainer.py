@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -439,6 +439,32 @@ def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+# Training arguments a checkpoint fixes (besides the data order's seed, batch size and accumulation): the optimizer
+# state holds the learning rates, weight decay and Adam constants of its parameter groups (which
+# trainable_parameters selects), and the loss arguments define what its moments were accumulated for. The schedule
+# (warm-up and total steps) is compared as the step counts it gives, in Trainer._changed_on_resume.
+_FIXED_ON_RESUME: tuple[str, ...] = (
+    "learning_rate",
+    "head_learning_rate",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "trainable_parameters",
+    "loss",
+    "temperature",
+    "num_instruction_variants",
+    "preserve_weight",
+    "plain_queries",
+    "foreign_instructions",
+)
+
+
+def _warmup_steps(args: Mapping[str, Any], total: int) -> int:
+    """Warm-up steps of a run with these arguments (as in Trainer._build_optimizer) and ``total`` steps."""
+    return args["warmup_steps"] if args["warmup_steps"] is not None else math.ceil(args["warmup_ratio"] * total)
+
+
 class Trainer:
     """Fine-tune an ``InfEmbed`` with a contrastive InF-IR loss (single process, or DDP under ``torchrun``).
 
@@ -833,6 +859,14 @@ class Trainer:
             )
         if state["data_fingerprint"] != self._data_fingerprint():
             raise ValueError(f"train_data: differs from the data the checkpoint {checkpoint} was trained on")
+        changed = self._changed_on_resume(saved)
+        if changed:
+            raise ValueError(
+                f"resume: the checkpoint {checkpoint} was trained with different optimizer, schedule or loss "
+                f"arguments: {'; '.join(changed)}. Its optimizer and scheduler states hold the old values, so the "
+                "run would mix them with the new ones; resume with the checkpoint's values, or start a new run in "
+                "another output folder"
+            )
         loaded = InfEmbed.from_pretrained(os.path.join(checkpoint, ckpt.MODEL_FOLDER))
         self.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -841,6 +875,42 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.log_history = list(state["log_history"])
         logger.info("resumed from %s at step %d", checkpoint, self.global_step)
+
+    def _changed_on_resume(self, saved: dict[str, Any]) -> list[str]:
+        """The arguments fixed by a checkpoint that this run changes, each as ``"name: old -> new"``.
+
+        The optimizer state holds each parameter group's learning rate, weight decay and Adam constants, the
+        scheduler state its base learning rates and step, and the schedule's shape comes from the warm-up and the
+        total step count; the loss arguments define what the saved moments were accumulated for. A checkpoint
+        from an older version may lack a field: it is compared with that field's default. Arguments that do not
+        change the maths (logging, output, checkpoints, evaluation, progress bar, GradCache and gradient
+        checkpointing) may change.
+        """
+        new = self.args.to_dict()
+        old = {spec.name: saved.get(spec.name, spec.default) for spec in fields(TrainingArguments)}
+        changed = [f"{name}: {old[name]!r} -> {new[name]!r}" for name in _FIXED_ON_RESUME if old[name] != new[name]]
+        try:  # compared parsed, so that "weight=0.5" and "weight=0.50" are the same options
+            same_options = replace(self.args, loss_options=old["loss_options"]).loss_kwargs() == self.args.loss_kwargs()
+        except ValueError:
+            same_options = False
+        if not same_options:
+            changed.append(f"loss_options: {old['loss_options']!r} -> {new['loss_options']!r}")
+
+        def given(*names: str) -> str:  # the arguments behind a step count: those that differ, else all
+            differ = [name for name in names if old[name] != new[name]] or list(names)
+            return ", ".join(f"{name}: {old[name]!r} -> {new[name]!r}" for name in differ)
+
+        # epochs count only without max_steps, warmup_ratio only without warmup_steps: compare the steps they give
+        # (the data, batch size, accumulation and world size are already checked equal, so steps_per_epoch is too)
+        old_total = old["max_steps"]
+        if old_total is None:
+            old_total = max(1, math.ceil(old["epochs"] * self.steps_per_epoch))
+        if old_total != self.total_steps:
+            changed.append(f"total steps: {old_total} -> {self.total_steps} ({given('max_steps', 'epochs')})")
+        old_warmup, new_warmup = _warmup_steps(old, old_total), _warmup_steps(new, self.total_steps)
+        if old_warmup != new_warmup:
+            changed.append(f"warm-up steps: {old_warmup} -> {new_warmup} ({given('warmup_steps', 'warmup_ratio')})")
+        return changed
 
     # -- the loop -------------------------------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 
+import pytest
 from _training_helpers import (
     one_thread,  # noqa: F401  (autouse fixture)
     records,
@@ -61,12 +63,18 @@ def test_train_command_writes_a_model_and_resumes(tiny_model_dir, tmp_path, caps
         "32",
         "--save-steps",
         "1",
+        "--logging-steps",
+        "1",
         "--no-show-progress-bar",
     ]
-    assert main([*common, "--max-steps", "1"]) == 0
+    assert main([*common, "--max-steps", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 1 and summary["records"] == 6
+    assert summary["steps"] == 2 and summary["records"] == 6
     assert (out / "model" / "config.json").exists() or any((out / "model").iterdir())
+    shutil.rmtree(out / "checkpoint-2")  # as if the job had died during step 2
+    # the schedule is fixed by the checkpoint's optimizer and scheduler states: a longer run is refused
+    with pytest.raises(ValueError, match=r"total steps: 2 -> 3 \(max_steps: 2 -> 3\)"):
+        main([*common, "--max-steps", "3", "--resume"])
     assert main([*common, "--max-steps", "2", "--resume"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2
@@ -115,3 +123,50 @@ def test_train_without_data_or_preset_says_what_is_missing(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="--data"):
         main(["train", "--output", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fusion", "owner"),
+    [
+        ("--query-weight", "0.9", "concat", "anchored"),
+        ("--gate-threshold", "0.1", "attention", "gated"),
+        ("--instruction-weight", "0.3", "concat", "conditioned"),
+    ],
+)
+def test_fusion_flag_for_another_fusion_is_rejected_naming_both(tmp_path, flag, value, fusion, owner):
+    data = _write_records(tmp_path / "train.jsonl")
+    command = ["train", "--data", str(data), "--output", str(tmp_path / "out"), "--fusion", fusion, flag, value]
+    with pytest.raises(SystemExit, match=rf"{flag} applies to --fusion {owner} only; this run's fusion is {fusion}"):
+        main(command)
+    assert not (tmp_path / "out").exists()
+
+
+def test_instruction_weight_error_and_help_point_to_the_loss_option(tiny_model_dir, tmp_path, capsys):
+    data = _write_records(tmp_path / "train.jsonl")
+    # no --fusion: the model's own fusion (attention for the tiny model) is checked once the model is loaded
+    command = ["train", "--data", str(data), "--output", str(tmp_path / "out"), "--model", tiny_model_dir]
+    with pytest.raises(SystemExit, match="fusion is attention.*--loss-options instruction_weight=") as error:
+        main([*command, "--instruction-weight", "0.3"])
+    assert "not the poisoned-instruction (IX) loss term's weight" in str(error.value)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--loss-options instruction_weight=VALUE" in " ".join(capsys.readouterr().out.split())
+
+
+def test_fusion_flag_for_its_own_fusion_is_accepted(tiny_model_dir, tmp_path, capsys):
+    data = _write_records(tmp_path / "train.jsonl")
+    out = tmp_path / "out"
+    command = ["train", "--data", str(data), "--output", str(out), "--model", tiny_model_dir, "--fusion", "anchored"]
+    extra = [
+        "--query-weight",
+        "0.9",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "3",
+        "--loss",
+        "uni:P",
+        "--no-show-progress-bar",
+    ]
+    assert main([*command, *extra]) == 0
+    assert json.loads((out / "model" / "inf_embed_config.json").read_text())["query_weight"] == 0.9

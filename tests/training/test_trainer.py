@@ -109,6 +109,51 @@ def test_resume_rejects_a_different_batch_size(tiny_model_dir, tmp_path):
         Trainer(tiny(tiny_model_dir), _args(tmp_path, max_steps=2, batch_size=2, resume=True), data).train()
 
 
+def test_resume_rejects_changed_optimizer_schedule_and_loss_arguments_naming_each(tiny_model_dir, tmp_path):
+    data = records(6)
+    base = dict(max_steps=2, save_steps=1, warmup_steps=0, weight_decay=0.0, loss="uni:P")
+    Trainer(tiny(tiny_model_dir, "concat"), _args(tmp_path, **base), data).train()
+    shutil.rmtree(tmp_path / "checkpoint-2")
+    changed = dict(
+        base, max_steps=4, learning_rate=5e-2, weight_decay=0.3, loss="multi:P+I+IQ+IX+Q", loss_options="weight=0.5"
+    )
+    with pytest.raises(ValueError, match="resume: the checkpoint") as error:
+        Trainer(tiny(tiny_model_dir, "concat"), _args(tmp_path, **changed, resume=True), data).train()
+    message = str(error.value)
+    for part in (
+        "learning_rate: 0.001 -> 0.05",
+        "weight_decay: 0.0 -> 0.3",
+        "loss: 'uni:P' -> 'multi:P+I+IQ+IX+Q'",
+        "loss_options: None -> 'weight=0.5'",
+        "total steps: 2 -> 4 (max_steps: 2 -> 4)",
+    ):
+        assert part in message, part
+    # a warm-up given as a ratio is compared as the steps it gives
+    with pytest.raises(ValueError, match=r"warm-up steps: 0 -> 1 \(warmup_steps: 0 -> None\)"):
+        Trainer(
+            tiny(tiny_model_dir, "concat"), _args(tmp_path, **dict(base, warmup_steps=None), resume=True), data
+        ).train()
+
+
+def test_resume_allows_changed_logging_saving_and_memory_arguments(tiny_model_dir, tmp_path):
+    data = records(6)
+    base = dict(max_steps=2, save_steps=1, loss="uni:P", epochs=3.0)
+    Trainer(tiny(tiny_model_dir, "concat"), _args(tmp_path, **base), data).train()
+    shutil.rmtree(tmp_path / "checkpoint-2")
+    same = dict(
+        base,
+        epochs=5.0,  # ignored: max_steps is set
+        logging_steps=2,
+        save_steps=3,
+        save_total_limit=1,
+        cache_chunk_size=4,
+        gradient_checkpointing=True,
+        show_progress_bar=False,
+    )
+    out = Trainer(tiny(tiny_model_dir, "concat"), _args(tmp_path, **same, resume=True), data).train()
+    assert out.global_step == 2
+
+
 def test_nan_loss_stops_training_naming_the_step(tiny_model_dir, tmp_path):
     loss = get_loss("multi:P+I")
     calls = {"n": 0}
