@@ -10,8 +10,11 @@ Ranks come from sorting each query's documents by score descending and breaking 
 and ``recall``), and mteb >= 2 uses the same key, ``(score, doc_id)`` reversed, for MRR and for the ranks inside
 p-MRR (mteb PR #5092; mteb 1.x kept the run's insertion order for tied scores in MRR and p-MRR).
 
-Every retrieval metric is averaged over the queries present in both the run and the qrels (the queries
-``pytrec_eval`` evaluates); a query with no relevant document scores 0.
+Every retrieval metric (MRR included, so that all four average over the same queries) is averaged over the
+queries present in both the run and the qrels whose qrels entry is not empty: the queries ``pytrec_eval``
+evaluates, since it drops a query without any judgment. A query with judgments but no relevant document
+(every relevance <= 0) is kept and scores 0. mteb's ``mrr`` would count a query with an empty qrels entry as 0;
+its loaders never create such entries.
 """
 
 from __future__ import annotations
@@ -54,10 +57,14 @@ def _ranking(doc_scores: Mapping[str, float]) -> list[str]:
 
 
 def _evaluated_queries(qrels: Qrels, run: Run) -> list[str]:
-    queries = [qid for qid in run if qid in qrels]
+    """Queries in both the run and the qrels, with at least one judgment (pytrec_eval skips unjudged queries)."""
+    queries = [qid for qid in run if qrels.get(qid)]
     missing = sum(1 for qid in qrels if qid not in run)
     if missing:
         logger.debug("%d queries of the qrels have no run and are not evaluated (as pytrec_eval)", missing)
+    unjudged = sum(1 for qid in run if qid in qrels and not qrels[qid])
+    if unjudged:
+        logger.debug("%d queries have an empty qrels entry and are not evaluated (as pytrec_eval)", unjudged)
     return queries
 
 
@@ -110,7 +117,8 @@ def ndcg_at_k(qrels: Qrels, run: Run, k: int = 10) -> float:
         k: cut-off, a positive int.
 
     Returns:
-        The mean over the queries present in both ``run`` and ``qrels``, in [0, 1]; 0.0 if there are none.
+        The mean over the queries present in both ``run`` and ``qrels`` with a non-empty qrels entry, in [0, 1];
+        0.0 if there are none.
     """
     _check_k(k)
     return _mean([_ndcg(_ranking(run[q]), qrels[q], k) for q in _evaluated_queries(qrels, run)])
@@ -128,7 +136,7 @@ def map_at_k(qrels: Qrels, run: Run, k: int = 10) -> float:
         k: cut-off, a positive int.
 
     Returns:
-        The mean over the queries present in both ``run`` and ``qrels``.
+        The mean over the queries present in both ``run`` and ``qrels`` with a non-empty qrels entry.
     """
     _check_k(k)
     return _mean([_average_precision(_ranking(run[q]), qrels[q], k) for q in _evaluated_queries(qrels, run)])
@@ -143,7 +151,7 @@ def recall_at_k(qrels: Qrels, run: Run, k: int = 10) -> float:
         k: cut-off, a positive int.
 
     Returns:
-        The mean over the queries present in both ``run`` and ``qrels``.
+        The mean over the queries present in both ``run`` and ``qrels`` with a non-empty qrels entry.
     """
     _check_k(k)
     return _mean([_recall(_ranking(run[q]), qrels[q], k) for q in _evaluated_queries(qrels, run)])
@@ -158,8 +166,8 @@ def mrr_at_k(qrels: Qrels, run: Run, k: int = 10) -> float:
         k: cut-off, a positive int.
 
     Returns:
-        The mean over the queries present in both ``run`` and ``qrels``; 0 for a query with no relevant document
-        in its top k.
+        The mean over the queries present in both ``run`` and ``qrels`` with a non-empty qrels entry; 0 for a
+        query with no relevant document in its top k.
     """
     _check_k(k)
     return _mean([_reciprocal_rank(_ranking(run[q]), qrels[q], k) for q in _evaluated_queries(qrels, run)])
@@ -177,7 +185,7 @@ def retrieval_metrics(qrels: Qrels, run: Run, k_values: Iterable[int] = (1, 3, 5
 
     Returns:
         ``{"ndcg_at_k": ..., "map_at_k": ..., "recall_at_k": ..., "mrr_at_k": ...}`` for every k, each the mean over
-        the queries present in both ``run`` and ``qrels``.
+        the queries present in both ``run`` and ``qrels`` with a non-empty qrels entry.
     """
     ks = sorted(set(k_values))
     if not ks:

@@ -5,7 +5,12 @@ time (from an array, a memory-mapped array or a cached safetensors file), scored
 queries at a time, and merged into a running top-k. Peak extra memory is about
 ``query_batch_size * corpus_chunk_size * 4`` bytes for the score block, plus the chunk and the (Q, k) result.
 
-Ordering is deterministic: by score descending, ties by corpus index ascending, independent of the chunking.
+Ordering is deterministic: by score descending, then by a tie order, by default the corpus index ascending;
+the evaluators pass :func:`doc_id_tie_order` so that the top-k cut breaks exact ties by document id descending,
+as the metrics rank ties (trec_eval, mteb). Exact ties are resolved the same way whatever the chunking. Scores
+are not bit-identical across chunkings, though: an fp32 matrix product rounds differently with the block shape
+(``corpus_chunk_size``, ``query_batch_size``, device), so two documents whose scores differ by about 1e-7 can swap
+places when the chunking changes.
 
 The cache stores one safetensors file per (model, corpus) pair, keyed by a fingerprint of the model (class,
 config and every weight) and of the corpus (ids and texts), so a changed model or corpus never reuses stale
@@ -40,6 +45,7 @@ __all__ = [
     "EmbeddingCache",
     "RowSource",
     "corpus_fingerprint",
+    "doc_id_tie_order",
     "encode_corpus",
     "exact_search",
     "l2_normalize",
@@ -68,24 +74,54 @@ def _prepare(rows: torch.Tensor, score_function: ScoreFunction) -> torch.Tensor:
     return torch.nn.functional.normalize(rows, p=2, dim=-1) if score_function == "cos" else rows
 
 
-def _chunk_top_k(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of each row of ``block`` (B, C), by value descending then column ascending.
+def _chunk_top_k(block: torch.Tensor, k: int, tie_order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row of ``block`` (B, C), by value descending then ``tie_order`` (C,) ascending.
 
     ``torch.topk`` picks an arbitrary subset of values tied at the k-th place, so rows with such a tie are
-    re-ranked with a full stable sort; elsewhere topk's candidates are re-ordered by column, then stably by value.
+    re-ranked with a full stable sort; elsewhere topk's candidates are re-ordered by tie order, then stably by value.
     """
     values, columns = torch.topk(block, k, dim=1)  # (B, k)
-    columns, order = torch.sort(columns, dim=1)
-    values = torch.gather(values, 1, order)
+    order = torch.argsort(tie_order[columns], dim=1)  # tie orders are distinct, so no stability needed
+    values, columns = torch.gather(values, 1, order), torch.gather(columns, 1, order)
     values, order = torch.sort(values, dim=1, descending=True, stable=True)
     columns = torch.gather(columns, 1, order)
     kth = values[:, -1:]  # (B, 1)
     boundary_tie = (block == kth).sum(dim=1) > (values == kth).sum(dim=1)
     if bool(boundary_tie.any()):
         rows = boundary_tie.nonzero().squeeze(1)
-        full_values, full_columns = torch.sort(block[rows], dim=1, descending=True, stable=True)
-        values[rows], columns[rows] = full_values[:, :k], full_columns[:, :k]
+        by_tie = torch.argsort(tie_order)  # (C,) columns in tie order
+        full_values, full_order = torch.sort(block[rows][:, by_tie], dim=1, descending=True, stable=True)
+        values[rows], columns[rows] = full_values[:, :k], by_tie[full_order[:, :k]]
     return values, columns
+
+
+def _check_finite(rows: torch.Tensor, what: str, offset: int = 0) -> None:
+    """Raise if ``rows`` (n, d) holds NaN or infinity: ``torch.topk`` would rank a NaN score above every number."""
+    bad = ~torch.isfinite(rows).all(dim=1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0]) + offset
+        raise ValueError(
+            f"{what}: {int(bad.sum())} of {rows.shape[0]} rows hold NaN or infinity (first: row {first}); "
+            "check the encoder (e.g. an fp16 overflow)"
+        )
+
+
+def doc_id_tie_order(doc_ids: Sequence[str]) -> np.ndarray:
+    """The tie order that makes :func:`exact_search` break exact ties by document id, descending.
+
+    That is how the metrics rank tied documents (trec_eval's ``comp_sim_docno``, mteb >= 2), so the top-k cut keeps
+    the same tied documents as a ranking of the whole corpus would, whatever the corpus order.
+
+    Args:
+        doc_ids: N distinct ids, one per corpus row.
+
+    Returns:
+        (N,) int64: the position of each row when the ids are sorted in descending order.
+    """
+    by_id = sorted(range(len(doc_ids)), key=lambda row: doc_ids[row], reverse=True)
+    order = np.empty(len(doc_ids), dtype=np.int64)
+    order[by_id] = np.arange(len(doc_ids), dtype=np.int64)
+    return order
 
 
 def exact_search(
@@ -98,6 +134,7 @@ def exact_search(
     query_batch_size: int = 1024,
     device: str | torch.device | None = None,
     show_progress_bar: bool | None = None,
+    tie_order: np.ndarray | Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k retrieval of every query against the whole corpus, chunk by chunk.
 
@@ -111,10 +148,18 @@ def exact_search(
         query_batch_size: queries scored per step.
         device: where the scoring runs (default CPU).
         show_progress_bar: a tqdm bar over corpus chunks; default on when this logger is at INFO.
+        tie_order: (N,) distinct ints; among exactly tied scores the row with the smaller value ranks first (and
+            survives the top-k cut). Default: the corpus index. :func:`doc_id_tie_order` gives the metrics' order.
 
     Returns:
         ``(scores, indices)``: (Q, k) float32 scores and (Q, k) int64 corpus row indices, k = min(top_k, N), each
-        row sorted by score descending with ties by index ascending.
+        row sorted by score descending with ties by ``tie_order`` ascending. Exact ties are resolved the same way
+        whatever the chunking; scores within about 1e-7 of each other may swap when the chunking changes (fp32
+        rounding depends on the block shape).
+
+    Raises:
+        ValueError: for a bad shape or option, or embeddings holding NaN or infinity (naming the side and the
+            number of rows).
     """
     if score_function not in ("cos", "dot"):
         raise ValueError(f"score_function must be 'cos' or 'dot', got {score_function!r}")
@@ -124,11 +169,21 @@ def exact_search(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     run_device = torch.device(device) if device is not None else torch.device("cpu")
-    queries = _prepare(_as_float_tensor(query_embeddings, run_device), score_function)
-    if queries.ndim != 2:
-        raise ValueError(f"query_embeddings must be 2-D (Q, d), got shape {tuple(queries.shape)}")
+    raw_queries = _as_float_tensor(query_embeddings, run_device)
+    if raw_queries.ndim != 2:
+        raise ValueError(f"query_embeddings must be 2-D (Q, d), got shape {tuple(raw_queries.shape)}")
+    _check_finite(raw_queries, "query_embeddings")
+    queries = _prepare(raw_queries, score_function)
     num_docs = len(corpus_embeddings)
     num_queries, dim = queries.shape
+    if tie_order is None:
+        ties = torch.arange(num_docs, dtype=torch.int64, device=run_device)
+    else:
+        ties = torch.as_tensor(np.asarray(tie_order, dtype=np.int64), device=run_device)
+        if ties.shape != (num_docs,) or torch.unique(ties).numel() != num_docs:
+            raise ValueError(
+                f"tie_order must hold {num_docs} distinct ints, one per corpus row, got {tuple(ties.shape)}"
+            )
     k = num_docs if top_k is None else min(top_k, num_docs)
     best_values = torch.empty((num_queries, 0), dtype=queries.dtype, device=run_device)
     best_indices = torch.empty((num_queries, 0), dtype=torch.int64, device=run_device)
@@ -138,26 +193,50 @@ def exact_search(
     starts = range(0, num_docs, corpus_chunk_size)
     with torch.inference_mode():
         for start in _progress(starts, show_progress_bar, "search"):
-            chunk = _prepare(
-                _as_float_tensor(corpus_embeddings[start : start + corpus_chunk_size], run_device), score_function
-            ).to(queries.dtype)
-            if chunk.ndim != 2 or chunk.shape[1] != dim:
+            raw_chunk = _as_float_tensor(corpus_embeddings[start : start + corpus_chunk_size], run_device)
+            if raw_chunk.ndim != 2 or raw_chunk.shape[1] != dim:
                 raise ValueError(
-                    f"corpus_embeddings rows must have dimension {dim} like the queries, got shape {tuple(chunk.shape)}"
+                    f"corpus_embeddings rows must have dimension {dim} like the queries, "
+                    f"got shape {tuple(raw_chunk.shape)}"
                 )
+            _check_corpus_finite(corpus_embeddings, raw_chunk, start, corpus_chunk_size, run_device)
+            chunk = _prepare(raw_chunk, score_function).to(queries.dtype)
+            chunk_ties = ties[start : start + chunk.shape[0]]
             chunk_k = min(k, chunk.shape[0])
             new_values, new_indices = [], []
             for q_start in range(0, num_queries, query_batch_size):
                 block = queries[q_start : q_start + query_batch_size] @ chunk.T  # (B, C)
-                values, columns = _chunk_top_k(block, chunk_k)
-                # Earlier chunks hold smaller indices, so a stable merge keeps ties in index order.
+                values, columns = _chunk_top_k(block, chunk_k, chunk_ties)
                 merged_values = torch.cat([best_values[q_start : q_start + query_batch_size], values], dim=1)
                 merged_indices = torch.cat([best_indices[q_start : q_start + query_batch_size], columns + start], dim=1)
+                # Both halves are already in (score, tie order) order, but interleaving them needs both keys.
+                order = torch.argsort(ties[merged_indices], dim=1)
+                merged_values, merged_indices = (
+                    torch.gather(merged_values, 1, order),
+                    torch.gather(merged_indices, 1, order),
+                )
                 merged_values, order = torch.sort(merged_values, dim=1, descending=True, stable=True)
                 new_values.append(merged_values[:, :k])
                 new_indices.append(torch.gather(merged_indices, 1, order)[:, :k])
             best_values, best_indices = torch.cat(new_values), torch.cat(new_indices)
     return best_values.to(torch.float32).cpu().numpy(), best_indices.cpu().numpy()
+
+
+def _check_corpus_finite(corpus: Any, chunk: torch.Tensor, start: int, chunk_size: int, device: torch.device) -> None:
+    """Raise on the first corpus chunk with NaN or infinity, counting the bad rows of the whole corpus."""
+    if bool(torch.isfinite(chunk).all()):
+        return
+    bad, first = 0, None
+    for begin in range(start, len(corpus), chunk_size):  # only on failure: one more read to report the full count
+        rows = _as_float_tensor(corpus[begin : begin + chunk_size], device)
+        bad_rows = ~torch.isfinite(rows).all(dim=1)
+        if first is None and bool(bad_rows.any()):
+            first = begin + int(bad_rows.nonzero()[0, 0])
+        bad += int(bad_rows.sum())
+    raise ValueError(
+        f"corpus_embeddings: {bad} of {len(corpus)} rows hold NaN or infinity (first: row {first}); "
+        "check the encoder (e.g. an fp16 overflow)"
+    )
 
 
 def rerank(
@@ -177,8 +256,13 @@ def rerank(
 
     Returns:
         Q pairs ``(scores, indices)``, each sorted by score descending, ties in candidate-list order.
+
+    Raises:
+        ValueError: if the queries or a query's candidate rows hold NaN or infinity.
     """
-    queries = _prepare(_as_float_tensor(query_embeddings, torch.device("cpu")), score_function)
+    raw_queries = _as_float_tensor(query_embeddings, torch.device("cpu"))
+    _check_finite(raw_queries, "query_embeddings")
+    queries = _prepare(raw_queries, score_function)
     if len(candidates) != queries.shape[0]:
         raise ValueError(f"candidates has {len(candidates)} lists, query_embeddings has {queries.shape[0]} rows")
     results = []
@@ -194,7 +278,9 @@ def rerank(
                 docs = corpus_embeddings[index]
             else:
                 docs = np.stack([np.asarray(corpus_embeddings[int(i) : int(i) + 1])[0] for i in index])
-            docs_t = _prepare(_as_float_tensor(docs, torch.device("cpu")), score_function).to(queries.dtype)
+            raw_docs = _as_float_tensor(docs, torch.device("cpu"))
+            _check_finite(raw_docs, f"corpus_embeddings (candidates of query {qi})")
+            docs_t = _prepare(raw_docs, score_function).to(queries.dtype)
             scores = docs_t @ queries[qi]
             scores, order = torch.sort(scores, descending=True, stable=True)
             results.append((scores.to(torch.float32).numpy(), index[order.numpy()]))

@@ -4,12 +4,21 @@ computed on brute-force runs."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _evaluation_fakes import CORPUS, HashingEncoder, infir_records, write_beir, write_followir
+from _evaluation_fakes import (
+    CORPUS,
+    HashingEncoder,
+    infir_records,
+    write_beir,
+    write_followir,
+    write_jsonl,
+    write_qrels,
+)
 
 from inf_embed.evaluation import (
     BEIREvaluator,
@@ -101,6 +110,35 @@ def test_beir_from_path_names_missing_files_and_bad_lines(tmp_path, beir_folder)
         BEIREvaluator.from_path(beir_folder)
 
 
+def test_beir_warns_about_relevant_documents_missing_from_the_corpus(caplog):
+    queries = {"q1": "solar panels", "q2": "wind power"}
+    qrels = {"q1": {"d1": 1, "D3": 1}, "q2": {"x9": 2, "d5": 0}}
+    with caplog.at_level(logging.WARNING, logger="inf_embed.evaluation"):
+        BEIREvaluator(CORPUS, queries, qrels)
+    assert "2 of 3 relevant qrels documents are not in the corpus" in caplog.text
+    assert "'D3'" in caplog.text and "1 queries have none of their relevant documents" in caplog.text
+
+
+def test_beir_raises_when_no_relevant_document_is_in_the_corpus():
+    with pytest.raises(
+        ValueError, match=r"none of the 2 relevant qrels documents is in the corpus.*'q1' -> document 'D1'"
+    ):
+        BEIREvaluator(CORPUS, {"q1": "solar", "q2": "wind"}, {"q1": {"D1": 1, "d2": 0}, "q2": {"D2": 1}})
+
+
+def test_beir_results_do_not_depend_on_corpus_order_or_top_k_when_documents_tie(hashing_model):
+    # a and b have the same text, so exactly tied scores; the metrics rank b (larger id) first, and so must the cut.
+    texts = {"a": "solar panels on roofs", "b": "solar panels on roofs", "c": "wind turbines"}
+    seen = set()
+    for order in (["a", "b", "c"], ["b", "a", "c"]):
+        corpus = {d: texts[d] for d in order}
+        for top_k in (1, 3):
+            evaluator = BEIREvaluator(corpus, {"q": "solar panels"}, {"q": {"a": 1}}, k_values=(1,), top_k=top_k)
+            assert list(evaluator.search(hashing_model)["q"])[0] == "b"
+            seen.add(evaluator(hashing_model)["ndcg_at_1"])
+    assert seen == {0.0}
+
+
 # ---- FollowIR --------------------------------------------------------------------------------------------------------
 
 
@@ -148,6 +186,93 @@ def test_an_instruction_blind_model_scores_zero_p_mrr_on_followir(tmp_path):
     write_followir(tmp_path)
     blind = HashingEncoder(instruction_weight=0.0)
     assert FollowIREvaluator.from_path(tmp_path)(blind)["p_mrr"] == 0.0
+
+
+def _followir_args(query_ids):
+    """Constructor arguments of write_followir's two queries (a, b), restricted to ``query_ids``."""
+    queries = {"a": "solar panels", "b": "making power"}
+    og = {"a": "any kind of solar installation", "b": "wind or water power"}
+    changed = {"a": "only rooftop installations for homes", "b": "only wind power, not water"}
+    og_qrels = {"a": {"d1": 1, "d3": 1}, "b": {"d2": 1, "d4": 1}}
+    changed_qrels = {"a": {"d3": 1, "d1": 0}, "b": {"d2": 1}}
+    return [{q: m[q] for q in query_ids if q in m} for m in (queries, og, changed, og_qrels, changed_qrels)]
+
+
+def test_followir_leaves_a_query_without_top_ranked_candidates_out_of_the_runs_with_one_warning(hashing_model, caplog):
+    top_ranked = {"a": ["d1", "d3", "d5"]}  # b has no candidates
+    with caplog.at_level(logging.WARNING, logger="inf_embed.evaluation"):
+        partial = FollowIREvaluator(CORPUS, *_followir_args(["a", "b"]), top_ranked=top_ranked, k_values=(1, 5))
+    warnings = [r.getMessage() for r in caplog.records if "pre-ranked" in r.getMessage()]
+    assert warnings == [
+        "FollowIR: 1 of 2 queries have no pre-ranked documents for the og and changed runs and are left out (e.g. 'b')"
+    ]
+    og_run, changed_run = partial.search(hashing_model)
+    assert set(og_run) == set(changed_run) == {"a"}
+    only_a = FollowIREvaluator(CORPUS, *_followir_args(["a"]), top_ranked=top_ranked, k_values=(1, 5))
+    got, expected = partial(hashing_model), only_a(hashing_model)
+    for name in ("p_mrr", "og_ndcg_at_5", "changed_ndcg_at_5", "og_map_at_5", "changed_recall_at_1"):
+        assert got[name] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_followir_does_not_score_a_query_without_changed_qrels_as_zero(hashing_model):
+    queries, og, changed, og_qrels, changed_qrels = _followir_args(["a", "b"])
+    del changed_qrels["b"]  # every relevant document of b was removed under the changed instruction
+    evaluator = FollowIREvaluator(CORPUS, queries, og, changed, og_qrels, changed_qrels, k_values=(1, 5))
+    assert set(evaluator.changed_qrels) == {"a"} and evaluator.changed_docs["b"] == ["d2", "d4"]
+    _, changed_run = evaluator.search(hashing_model)
+    results = evaluator(hashing_model)
+    expected = retrieval_metrics({"a": changed_qrels["a"]}, changed_run, (1, 5))
+    assert results["changed_ndcg_at_5"] == pytest.approx(expected["ndcg_at_5"], abs=1e-12)
+
+
+def test_followir_from_path_warns_about_every_id_it_cannot_match(tmp_path, caplog):
+    write_followir(tmp_path)
+    with (tmp_path / "queries.jsonl").open("a") as handle:
+        handle.write(json.dumps({"_id": "c-og", "text": "coffee", "instruction": "espresso"}) + "\n")
+    write_qrels(
+        tmp_path / "qrels" / "test.tsv",
+        [("a-og", "d1", 1), ("a-og", "d3", 1), ("a-changed", "d3", 1), ("b", "d2", 1), ("b-og", "d4", 1)],
+    )
+    write_jsonl(
+        tmp_path / "qrel_diff.jsonl",
+        [{"query-id": "a", "corpus-ids": ["d1"]}, {"query-id": "zz-og", "corpus-ids": ["d2"]}],
+    )
+    with caplog.at_level(logging.WARNING, logger="inf_embed.evaluation"):
+        evaluator = FollowIREvaluator.from_path(tmp_path)
+    text = caplog.text
+    assert "1 queries have no '-changed' / '-og' counterpart and are ignored (e.g. 'c-og')" in text
+    assert "1 qrels/test.tsv query ids do not end in '-og' or '-changed' and are ignored (e.g. 'b')" in text
+    assert "1 changed_docs queries have no query and are ignored (e.g. 'zz')" in text
+    assert evaluator.query_ids == ["a", "b"] and evaluator.changed_docs == {"a": ["d1"]}
+
+
+def test_followir_top_ranked_keeps_one_candidate_list_per_side(tmp_path, hashing_model):
+    write_followir(tmp_path)
+    write_jsonl(
+        tmp_path / "top_ranked.jsonl",
+        [
+            {"query-id": "a-og", "corpus-ids": ["d1", "d3", "d5"]},
+            {"query-id": "a-changed", "corpus-ids": ["d2", "d1"]},
+            {"query-id": "b", "corpus-ids": ["d2", "d4"]},  # no suffix: both sides
+        ],
+    )
+    evaluator = FollowIREvaluator.from_path(tmp_path, k_values=(1, 3))
+    assert evaluator.top_ranked == {"a": ["d1", "d3", "d5"], "b": ["d2", "d4"]}
+    assert evaluator.changed_top_ranked == {"a": ["d2", "d1"], "b": ["d2", "d4"]}
+    og_run, changed_run = evaluator.search(hashing_model)
+    assert set(og_run["a"]) == {"d1", "d3", "d5"} and set(changed_run["a"]) == {"d2", "d1"}
+    with (tmp_path / "top_ranked.jsonl").open("a") as handle:
+        handle.write(json.dumps({"query-id": "a-og", "corpus-ids": ["d1"]}) + "\n")
+    with pytest.raises(ValueError, match=r"top_ranked\.jsonl:4: a second top_ranked list for query 'a' \(og side"):
+        FollowIREvaluator.from_path(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["qrel_diff.jsonl", "top_ranked.jsonl"])
+def test_followir_names_the_line_of_a_record_without_corpus_ids(tmp_path, name):
+    write_followir(tmp_path)
+    write_jsonl(tmp_path / name, [{"query-id": "a", "corpus_ids": ["d1"]}])
+    with pytest.raises(ValueError, match=rf"{name}:1: missing field 'corpus-ids'"):
+        FollowIREvaluator.from_path(tmp_path)
 
 
 # ---- InF-IR ----------------------------------------------------------------------------------------------------------
@@ -235,6 +360,18 @@ def test_infir_evaluate_scores_rejects_a_wrong_shape_or_non_finite_scores():
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="scores: expected finite"):
         evaluator.evaluate_scores(bad)
+
+
+def test_infir_evaluate_scores_cuts_ties_by_doc_id_like_the_metrics():
+    cut = InfIREvaluator(infir_records(), extra_corpus=EXTRA, top_k=3, k_values=(1, 3))
+    whole = InfIREvaluator(infir_records(), extra_corpus=EXTRA, top_k=None, k_values=(1, 3))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.integers(0, 3, size=(3 * len(cut.rows), len(cut.corpus))).astype(np.float64)  # many ties
+        got, expected = cut.evaluate_scores(scores), whole.evaluate_scores(scores)
+        for name in ("ndcg", "map", "recall", "mrr"):
+            for k in (1, 3):
+                assert got[f"{name}_at_{k}"] == expected[f"{name}_at_{k}"], (name, k)
 
 
 def test_an_instruction_blind_model_gets_zero_instruction_p_mrr_and_zero_paired_accuracy():

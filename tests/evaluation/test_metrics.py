@@ -71,6 +71,20 @@ def test_query_without_relevant_document_scores_zero():
     assert mrr_at_k(qrels, run, 10) == 0.0
 
 
+def test_queries_with_empty_qrels_are_skipped_as_pytrec_eval_does():
+    # q2 has an empty qrels entry (no judgment at all): pytrec_eval does not evaluate it. q3 has a judgment, none
+    # relevant: it is evaluated and scores 0.
+    qrels = {"q1": {"a": 1}, "q2": {}, "q3": {"b": 0}}
+    run = {"q1": {"a": 1.0, "b": 0.5}, "q2": {"a": 1.0}, "q3": {"b": 1.0}}
+    results = retrieval_metrics(qrels, run, (10,))
+    assert results == {"ndcg_at_10": 0.5, "map_at_10": 0.5, "recall_at_10": 0.5, "mrr_at_10": 0.5}
+    assert ndcg_at_k(qrels, run, 10) == map_at_k(qrels, run, 10) == recall_at_k(qrels, run, 10) == 0.5
+    assert mrr_at_k(qrels, run, 10) == 0.5
+    pytrec_eval = pytest.importorskip("pytrec_eval", reason="pytrec_eval (pytrec-eval-terrier) is not installed")
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    assert sorted(reference) == ["q1", "q3"]
+
+
 def test_retrieval_metrics_equals_single_metrics_with_mteb_key_names():
     results = retrieval_metrics(QRELS, RUN, (1, 3, 10))
     for k in (1, 3, 10):

@@ -14,6 +14,7 @@ from inf_embed.evaluation.search import (
     CachedEmbeddings,
     EmbeddingCache,
     corpus_fingerprint,
+    doc_id_tie_order,
     encode_corpus,
     exact_search,
     model_fingerprint,
@@ -55,6 +56,52 @@ def test_tied_scores_come_back_in_corpus_order_whatever_the_chunking(chunk):
     _, indices = exact_search(queries, corpus, 3, corpus_chunk_size=chunk)
     np.testing.assert_array_equal(indices[0], [1, 3, 4])
     np.testing.assert_array_equal(indices[1], [2, 7, 0])
+
+
+def test_doc_id_tie_order_ranks_ids_descending():
+    np.testing.assert_array_equal(doc_id_tie_order(["b", "a", "c", "ab"]), [1, 3, 0, 2])  # c, b, ab, a
+
+
+@pytest.mark.parametrize("chunk,qbatch", [(1, 1), (2, 1), (3, 2), (100, 1024)])
+def test_tie_order_decides_which_tied_rows_survive_the_cut_whatever_the_chunking(chunk, qbatch):
+    base = np.eye(4, dtype=np.float32)
+    # rows 1, 3, 4, 6 are exactly tied for query 0; rows 2 and 7 for query 1
+    corpus = np.stack([base[1], base[0], base[2], base[0], base[0], base[3], base[0], base[2]])
+    queries = np.stack([base[0], base[2]])
+    tie_order = np.array([7, 6, 5, 4, 3, 2, 1, 0])  # the reverse of the corpus order
+    _, indices = exact_search(queries, corpus, 3, tie_order=tie_order, corpus_chunk_size=chunk, query_batch_size=qbatch)
+    np.testing.assert_array_equal(indices[0], [6, 4, 3])
+    np.testing.assert_array_equal(indices[1], [7, 2, 6])  # then the zeros, by tie order: row 6 first
+    with pytest.raises(ValueError, match="tie_order must hold 8 distinct ints"):
+        exact_search(queries, corpus, 3, tie_order=np.zeros(8, dtype=np.int64))
+
+
+def test_the_cut_keeps_the_same_tied_documents_whatever_the_corpus_order_and_top_k():
+    # a and b have the same embedding; the metrics rank the tie b before a (doc id descending), so must the cut.
+    embedding = {"a": [1.0, 0.0], "b": [1.0, 0.0], "c": [0.0, 1.0]}
+    query = np.array([[1.0, 0.0]])
+    for order in (["a", "b", "c"], ["b", "a", "c"], ["c", "a", "b"]):
+        corpus = np.array([embedding[d] for d in order])
+        for top_k in (1, 2, 3):
+            scores, indices = exact_search(query, corpus, top_k, tie_order=doc_id_tie_order(order))
+            ranked = list(search_to_run(["q"], order, scores, indices)["q"])
+            assert ranked == ["b", "a", "c"][:top_k], (order, top_k)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_embeddings_raise_naming_the_side_and_the_rows(bad):
+    rng = np.random.default_rng(3)
+    queries, corpus = rng.normal(size=(3, 4)), rng.normal(size=(10, 4))
+    broken = corpus.copy()
+    broken[[4, 8], 1] = bad
+    with pytest.raises(ValueError, match=r"corpus_embeddings: 2 of 10 rows hold NaN or infinity \(first: row 4\)"):
+        exact_search(queries, broken, 5, corpus_chunk_size=3)
+    broken = queries.copy()
+    broken[2, 0] = bad
+    with pytest.raises(ValueError, match=r"query_embeddings: 1 of 3 rows hold NaN or infinity \(first: row 2\)"):
+        exact_search(broken, corpus, 5)
+    with pytest.raises(ValueError, match="query_embeddings: 1 of 3 rows hold NaN"):
+        rerank(broken, corpus, [[0], [1], [2]])
 
 
 def test_top_k_none_ranks_the_whole_corpus_and_large_top_k_is_clipped():

@@ -13,7 +13,7 @@ import numpy as np
 
 from inf_embed.evaluation import distributed as dist_utils
 from inf_embed.evaluation.encoders import encode_documents, encode_queries
-from inf_embed.evaluation.search import CachedEmbeddings, encode_corpus, exact_search
+from inf_embed.evaluation.search import CachedEmbeddings, doc_id_tie_order, encode_corpus, exact_search
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +131,15 @@ class Evaluator(ABC):
             options={"side": "document", "normalize": True},
         )
 
-    def _search(self, queries: np.ndarray, corpus: Any, top_k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search(
+        self, queries: np.ndarray, corpus: Any, top_k: int | None, doc_ids: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query; exact ties at the cut are broken by doc id descending, as the metrics rank them."""
         return exact_search(
             queries,
             corpus,
             top_k,
+            tie_order=doc_id_tie_order(doc_ids),
             score_function="cos",
             corpus_chunk_size=self.corpus_chunk_size,
             query_batch_size=self.query_batch_size,

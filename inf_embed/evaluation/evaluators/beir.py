@@ -33,6 +33,9 @@ class BEIREvaluator(Evaluator):
         k_values: metric cut-offs.
         top_k: documents retrieved per query (default ``max(k_values)``).
         **options: :class:`Evaluator` options.
+
+    Relevant qrels documents absent from the corpus are counted in a warning; if none of them is in the corpus,
+    the constructor raises ValueError.
     """
 
     main_score = "ndcg_at_10"
@@ -63,7 +66,34 @@ class BEIREvaluator(Evaluator):
             logger.warning("%d qrels queries have no query text and are skipped (e.g. %r)", len(missing), missing[0])
         self.queries = {qid: queries[qid] for qid in self.query_ids}
         self.qrels = {qid: dict(qrels[qid]) for qid in self.query_ids}
+        self._check_relevant_documents()
         self.instructions = instructions
+
+    def _check_relevant_documents(self) -> None:
+        """Warn about relevant qrels documents missing from the corpus; raise if none is there.
+
+        A missing document can never be retrieved, so it silently lowers every metric; it usually means the wrong
+        corpus or mismatched ids.
+        """
+        relevant = [(q, d) for q, docs in self.qrels.items() for d, rel in docs.items() if rel > 0]
+        missing = [(q, d) for q, d in relevant if d not in self.corpus]
+        if not missing:
+            return
+        if len(missing) == len(relevant):
+            raise ValueError(
+                f"none of the {len(relevant)} relevant qrels documents is in the corpus ({len(self.corpus)} "
+                f"documents; e.g. query {missing[0][0]!r} -> document {missing[0][1]!r}): wrong corpus or ids?"
+            )
+        hopeless = sorted({q for q, _ in missing} - {q for q, d in relevant if d in self.corpus})
+        logger.warning(
+            "%d of %d relevant qrels documents are not in the corpus and cannot be retrieved (e.g. query %r -> "
+            "document %r); %d queries have none of their relevant documents in the corpus",
+            len(missing),
+            len(relevant),
+            missing[0][0],
+            missing[0][1],
+            len(hopeless),
+        )
 
     @classmethod
     def from_path(
@@ -102,7 +132,7 @@ class BEIREvaluator(Evaluator):
         if corpus is None:
             return None
         queries = self._queries(model, [self.queries[q] for q in self.query_ids], self._instruction_list())
-        scores, indices = self._search(queries, corpus, self.top_k)
+        scores, indices = self._search(queries, corpus, self.top_k, doc_ids)
         return search_to_run(self.query_ids, doc_ids, scores, indices)
 
     def _evaluate(self, model: Any) -> dict[str, float] | None:

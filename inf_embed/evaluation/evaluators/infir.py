@@ -17,7 +17,7 @@ from inf_embed.evaluation.evaluators.base import (
 )
 from inf_embed.evaluation.loaders import read_beir_corpus, read_jsonl
 from inf_embed.evaluation.metrics import p_mrr, paired_accuracy, retrieval_metrics
-from inf_embed.evaluation.search import search_to_run
+from inf_embed.evaluation.search import doc_id_tie_order, search_to_run
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class InfIREvaluator(Evaluator):
         n = len(self.rows)
         texts, instructions = self.query_texts()
         queries = self._queries(model, texts, instructions)  # (3N, d): (I+,Q+), (I-,Q+), (I+,Q-)
-        scores, indices = self._search(queries, corpus, self.top_k)
+        scores, indices = self._search(queries, corpus, self.top_k, doc_ids)
         pos_rows, neg_rows = self._pair_rows(doc_ids)
         pos_emb = _rows(corpus, pos_rows)  # (N, d)
         neg_emb = _rows(corpus, neg_rows)
@@ -175,7 +175,8 @@ class InfIREvaluator(Evaluator):
 
         Args:
             scores: (3N, C) float, row r the score of every corpus document (columns in ``list(self.corpus)``
-                order) for the r-th pair of :meth:`query_texts`; higher ranks first, ties by column.
+                order) for the r-th pair of :meth:`query_texts`; higher ranks first, exact ties by doc id
+                descending (as the metrics and :meth:`search`).
         """
         scores = np.asarray(scores, dtype=np.float64)
         n, doc_ids = len(self.rows), list(self.corpus)
@@ -186,7 +187,9 @@ class InfIREvaluator(Evaluator):
         if not np.isfinite(scores).all():
             raise ValueError("scores: expected finite values, got NaN or infinity")
         k = len(doc_ids) if self.top_k is None else min(self.top_k, len(doc_ids))
-        indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        # Score descending, then doc id descending: the metrics' tie rule, so the top-k cut keeps the same documents.
+        by_tie = np.argsort(doc_id_tie_order(doc_ids))  # (C,) columns by doc id descending
+        indices = by_tie[np.argsort(-scores[:, by_tie], axis=1, kind="stable")[:, :k]]
         pos_rows, neg_rows = self._pair_rows(doc_ids)
         records = np.arange(n)
         pair = np.empty((n, 2, 2), dtype=np.float64)
