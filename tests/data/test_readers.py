@@ -87,6 +87,14 @@ def test_long_csv_cell_is_read(tmp_path: Path) -> None:
     assert [len(e.positive) for e in load_triplets(path)] == [5, 200_000]
 
 
+def assert_bad_line_then_skipped(path: Path, match: str, kept: list[str]) -> None:
+    """Reading ``path`` fails with a format error matching ``match``; with on_error="skip" only that record goes."""
+    with pytest.raises(TripletFormatError, match=match):
+        load_triplets(path)
+    data = load_triplets(path, on_error="skip")
+    assert [e.query for e in data] == kept and data.num_skipped == 1
+
+
 @pytest.fixture
 def small_field_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """csv's cell limit lowered to 1000 characters for one test (it is process-wide), then restored."""
@@ -106,20 +114,14 @@ def test_cell_over_the_field_limit_is_a_format_error_at_its_line(
     sep = "," if suffix == ".csv" else "\t"
     rows = [["instruction", "query", "positive"], ["a", "q1", "p1"], ["a", "q2", "x" * 5000], ["a", "q3", "p3"]]
     path = write_lines(tmp_path / f"d{suffix}", [sep.join(row) for row in rows])
-    with pytest.raises(TripletFormatError, match=rf"d\{suffix}:3: invalid [CT]SV in line 3 \(field larger than"):
-        load_triplets(path)
-    data = load_triplets(path, on_error="skip")
-    assert [e.query for e in data] == ["q1", "q3"] and data.num_skipped == 1
+    assert_bad_line_then_skipped(path, rf"d\{suffix}:3: invalid [CT]SV in line 3 \(field larger than", ["q1", "q3"])
 
 
 def test_invalid_utf8_in_jsonl_names_the_line_and_can_be_skipped(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     good = [json.dumps({**RECORD, "query": f"q{i}"}).encode() + b"\n" for i in range(2)]
     path.write_bytes(good[0] + b'{"instruction": "a", "query": "caf\xe9", "positive": "X."}\n' + good[1])
-    with pytest.raises(TripletFormatError, match=r"d\.jsonl:2: invalid utf-8 text: cannot decode byte 0xe9"):
-        load_triplets(path)
-    data = load_triplets(path, on_error="skip")
-    assert [e.query for e in data] == ["q0", "q1"] and data.num_skipped == 1
+    assert_bad_line_then_skipped(path, r"d\.jsonl:2: invalid utf-8 text: cannot decode byte 0xe9", ["q0", "q1"])
     # the same byte in latin-1 is valid text
     assert load_triplets(path, encoding="latin-1")[1].query == "caf\xe9"
 
@@ -128,10 +130,7 @@ def test_invalid_utf8_in_gzipped_csv_names_the_line_and_can_be_skipped(tmp_path:
     path = tmp_path / "d.csv.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(b'instruction,query,positive\na,q1,p1\na,"caf\xe9\nmenu",p2\na,q3,p3\n')
-    with pytest.raises(TripletFormatError, match=r"d\.csv\.gz:3: invalid utf-8 text: .* of lines 3-4"):
-        load_triplets(path)
-    data = load_triplets(path, on_error="skip")
-    assert [e.query for e in data] == ["q1", "q3"] and data.num_skipped == 1
+    assert_bad_line_then_skipped(path, r"d\.csv\.gz:3: invalid utf-8 text: .* of lines 3-4", ["q1", "q3"])
 
 
 def test_invalid_utf8_in_a_json_array_names_the_line(tmp_path: Path) -> None:
