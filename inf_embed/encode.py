@@ -572,13 +572,26 @@ def _split_outputs(features: dict[str, Tensor], output_value: str | None, count:
         return [features["token_embeddings"][i][mask[i]] for i in range(count)]
     items = []
     for i in range(count):
-        items.append(
-            {
-                key: value[i] if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count else value
-                for key, value in features.items()
-            }
-        )
+        item = {}
+        for key, value in features.items():
+            table_index = _INSTRUCTION_TABLES.get(key)
+            if table_index is not None and table_index in features:
+                # one row per distinct instruction (U, ...), not per input: the row's own instruction, if any
+                row = int(features[table_index][i])
+                item[key] = value[row] if row >= 0 else None
+            elif isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count:
+                item[key] = value[i]
+            else:
+                item[key] = value
+        items.append(item)
     return items
+
+
+# features holding one row per distinct instruction, and the (B,) feature that points each input at its row
+_INSTRUCTION_TABLES = {
+    **dict.fromkeys(("instr_ids", "instr_mask", "instr_token_type_ids", "instr_token_embeddings"), "instr_index"),
+    **dict.fromkeys(("gate_input_ids", "gate_attention_mask", "gate_token_type_ids"), "gate_index"),
+}
 
 
 def _encode_instructions(

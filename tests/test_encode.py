@@ -29,6 +29,18 @@ def test_output_types_follow_sentence_transformers(tiny_model):
     assert set(dicts[0]) >= {"input_ids", "attention_mask", "token_embeddings", "sentence_embedding"}
 
 
+def test_per_row_dicts_carry_each_rows_own_instruction(tiny_model):
+    # two distinct instructions for two queries: the (U, Li) instruction table has as many rows as the batch,
+    # and must still be indexed by each row's instruction, not by the row's position
+    queries, instructions = ["x", "y"], ["zeta instruction long", "alpha"]
+    rows = tiny_model.encode_query(queries, instruction=instructions, output_value=None, batch_size=2)
+    for row, instruction in zip(rows, instructions, strict=True):
+        assert int(row["instr_mask"].sum()) == len(tiny_model.tokenizer(instruction)["input_ids"])
+        assert row["instr_token_embeddings"].shape[0] == row["instr_mask"].shape[0]
+    plain = tiny_model.encode_query(["x", "y"], instruction=["alpha", None], output_value=None, batch_size=2)
+    assert plain[1]["instr_mask"] is None and int(plain[0]["instr_mask"].sum()) == 3  # [CLS] alpha [SEP]
+
+
 def test_tuple_and_numpy_inputs_are_batches(tiny_model):
     texts = ("one", "two two")
     expected = tiny_model.encode(list(texts))
