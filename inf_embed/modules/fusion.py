@@ -22,12 +22,13 @@ instruction segment's tokens down-weighted by ``config.instruction_weight``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 import torch
 from torch import Tensor, nn
 
 from inf_embed.config import InfEmbedConfig
+from inf_embed.modules.pooling import cls_pooling, masked_weighted_mean
 
 _FUSIONS: dict[str, type[Fusion]] = {}
 
@@ -77,6 +78,64 @@ def _pair_rows(
     if instruction_index is None:
         instruction_index = torch.arange(pooled.shape[0], device=pooled.device)
     return pooled, instruction_index.clamp(min=0), instruction_index >= 0
+
+
+def _check_fusion_inputs(
+    name: str,
+    hidden_size: int,
+    query_tokens: Tensor,
+    query_mask: Tensor,
+    pooled_query: Tensor,
+    instruction_tokens: Tensor,
+    instruction_mask: Tensor,
+    instruction_index: Tensor | None,
+    query_index: Tensor | None,
+) -> None:
+    """Shapes of :meth:`Fusion.forward`'s arguments, checked before any indexing: a wrong batch size would otherwise
+    be silently truncated by ``instruction_tokens[rows]`` or reported under the op's own argument names.
+
+    Raises:
+        ValueError: naming the first inconsistent argument.
+    """
+
+    def fail(message: str) -> NoReturn:
+        raise ValueError(f"fusion {name!r}: {message}")
+
+    for arg, t in (("query_tokens", query_tokens), ("instruction_tokens", instruction_tokens)):
+        if t.dim() != 3:
+            fail(f"{arg} must be 3-D (batch, length, hidden), got shape {tuple(t.shape)}")
+    batch_q, len_q, dim = query_tokens.shape
+    num_instr, len_i, dim_i = instruction_tokens.shape
+    if dim != hidden_size:  # the attention scale and the projection are sized for hidden_size
+        fail(f"query_tokens has hidden size {dim}, but the fusion was built for hidden_size={hidden_size}")
+    if dim_i != dim:
+        fail(f"instruction_tokens has hidden size {dim_i}, but query_tokens has {dim}")
+    if tuple(query_mask.shape) != (batch_q, len_q):
+        fail(f"query_mask must have shape {(batch_q, len_q)} to match query_tokens, got {tuple(query_mask.shape)}")
+    if tuple(pooled_query.shape) != (batch_q, dim):
+        fail(f"pooled_query must have shape {(batch_q, dim)} to match query_tokens, got {tuple(pooled_query.shape)}")
+    if tuple(instruction_mask.shape) != (num_instr, len_i):
+        fail(
+            f"instruction_mask must have shape {(num_instr, len_i)} to match instruction_tokens, "
+            f"got {tuple(instruction_mask.shape)}"
+        )
+    if query_index is not None and query_index.dim() != 1:
+        fail(f"query_index must be 1-D (one query row per pair), got shape {tuple(query_index.shape)}")
+    pairs = batch_q if query_index is None else query_index.shape[0]
+    if instruction_index is None:
+        if num_instr != pairs:
+            fail(
+                f"instruction_tokens has {num_instr} rows but there are {pairs} pairs; pass instruction_index "
+                f"(shape ({pairs},)) to pair them"
+            )
+    elif tuple(instruction_index.shape) != (pairs,):
+        fail(f"instruction_index must have shape ({pairs},) (one row per pair), got {tuple(instruction_index.shape)}")
+
+
+def _check_no_instruction_rows(name: str, has_row: Tensor) -> None:
+    """With no instruction rows at all (U = 0), an instruction_index other than -1 points at nothing."""
+    if not torch.compiler.is_compiling() and bool(has_row.any()):
+        raise ValueError(f"fusion {name!r}: instruction_tokens has 0 rows but instruction_index is not all -1")
 
 
 class Fusion(nn.Module):
@@ -278,6 +337,13 @@ class AttentionFusion(Fusion):
         pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
         if instruction_tokens is None or instruction_mask is None:
             return pooled
+        _check_fusion_inputs(
+            self.name, self.hidden_size, query_tokens, query_mask, pooled_query, instruction_tokens,
+            instruction_mask, instruction_index, query_index,
+        )  # fmt: skip
+        if instruction_tokens.shape[0] == 0:  # no instruction at all: every index must be -1
+            _check_no_instruction_rows(self.name, has_row)
+            return pooled
         from inf_embed.ops import iq_attention_pool
 
         x_states = instruction_tokens[rows]  # (P, Li, d)
@@ -321,6 +387,13 @@ class ResidualFusion(Fusion):
         pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
         if instruction_tokens is None or instruction_mask is None:
             return pooled
+        _check_fusion_inputs(
+            self.name, self.hidden_size, query_tokens, query_mask, pooled_query, instruction_tokens,
+            instruction_mask, instruction_index, query_index,
+        )  # fmt: skip
+        if instruction_tokens.shape[0] == 0:  # no instruction at all: every index must be -1
+            _check_no_instruction_rows(self.name, has_row)
+            return pooled
         from inf_embed.ops import iq_attention_pool
 
         x_states = query_tokens if query_index is None else query_tokens[query_index]  # (P, Lq, d)
@@ -343,7 +416,7 @@ class ConditionedFusion(Fusion):
     * ``pooling="mean"``: ``e = sum_t w_t h_t / sum_t w_t`` with ``w_t = mask_t`` on the query segment and
       ``mask_t * instruction_weight`` on the instruction segment (``instruction_weight = 1`` is the mean over the
       whole pair);
-    * ``pooling="cls"``: the first token's state;
+    * ``pooling="cls"``: the first real token's state (the [CLS] of a left-padded row too);
     * ``pooling="last"`` is rejected: a causal decoder's last query token cannot see the instruction after it.
 
     A query without instruction (``None``, empty or whitespace) is tokenised alone and gets the plain pooled
@@ -374,10 +447,9 @@ class ConditionedFusion(Fusion):
         Returns:
             (B, d), same dtype as ``token_states``.
         """
+        # The pooling module's own functions, so a row without instruction is bit-identical to the plain pooled query
         if self.pooling == "cls":
-            return token_states[:, 0]
+            return cls_pooling(token_states, attention_mask)
         mask = attention_mask.to(token_states.dtype)
-        # Same ops as mean pooling, so a row without instruction is bit-identical to the plain pooled query.
-        weights = torch.where(instruction_segment.bool(), mask * self.instruction_weight, mask).unsqueeze(-1)
-        summed = (token_states * weights).sum(dim=1)  # (B, d)
-        return summed / weights.sum(dim=1).clamp(min=1e-9)
+        weights = torch.where(instruction_segment.bool(), mask * self.instruction_weight, mask)  # (B, L)
+        return masked_weighted_mean(token_states, weights)

@@ -36,6 +36,29 @@ def get_pooling(name: str) -> PoolingFn:
         raise ValueError(f"unknown pooling {name!r}; expected one of {list_poolings()}") from None
 
 
+def masked_weighted_mean(token_embeddings: Tensor, weights: Tensor) -> Tensor:
+    """``sum_t w_t h_t / sum_t w_t`` per row, accumulated in fp32 (fp64 for fp64 states); zeros where the weights sum
+    to 0.
+
+    Shared by mean pooling and the ``conditioned`` fusion, so that their results agree bit for bit.
+
+    Args:
+        token_embeddings: (B, L, d) float.
+        weights: (B, L) float, nonnegative (the mask, or the mask re-weighted per token).
+
+    Returns:
+        (B, d), same dtype as ``token_embeddings``.
+    """
+    # fp16 cannot hold the sum of many token states (max 65504) nor the 1e-9 clamp (it rounds to 0, so an
+    # all-padding row gave 0 / 0 = NaN): accumulate in fp32, round once at the end
+    acc = torch.float64 if token_embeddings.dtype == torch.float64 else torch.float32
+    w = weights.to(token_embeddings.dtype).unsqueeze(-1)  # (B, L, 1)
+    summed = (token_embeddings * w).sum(dim=1, dtype=acc)  # (B, d)
+    # The clamp matches sentence-transformers' Pooling and keeps an all-padding row at zero, not NaN.
+    counts = w.sum(dim=1, dtype=acc).clamp(min=1e-9)  # (B, 1)
+    return (summed / counts).to(token_embeddings.dtype)
+
+
 @register_pooling("mean")
 def mean_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
     """Masked mean over the valid tokens; a row with no valid token gives zeros.
@@ -45,19 +68,39 @@ def mean_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
         attention_mask: (B, L) int or bool, 1 for real tokens.
 
     Returns:
-        (B, d), same dtype as ``token_embeddings``.
+        (B, d), same dtype as ``token_embeddings`` (accumulated in fp32 for fp16/bf16).
     """
-    mask = attention_mask.to(token_embeddings.dtype).unsqueeze(-1)  # (B, L, 1)
-    summed = (token_embeddings * mask).sum(dim=1)  # (B, d)
-    # The clamp matches sentence-transformers' Pooling and keeps an all-padding row at zero, not NaN.
-    counts = mask.sum(dim=1).clamp(min=1e-9)  # (B, 1)
-    return summed / counts
+    return masked_weighted_mean(token_embeddings, attention_mask)
+
+
+def _token_at(token_embeddings: Tensor, position: Tensor) -> Tensor:
+    """(B, L, d) states, (B,) positions with -1 for "none" -> (B, d) states at those positions, zeros for -1."""
+    rows = torch.arange(token_embeddings.shape[0], device=token_embeddings.device)
+    gathered = token_embeddings[rows, position.clamp(min=0)]  # (B, d)
+    return torch.where((position >= 0).unsqueeze(-1), gathered, torch.zeros_like(gathered))
 
 
 @register_pooling("cls")
 def cls_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
-    """The first token's state (BERT's [CLS]); assumes right padding. Returns (B, d)."""
-    return token_embeddings[:, 0]
+    """The state of the first real token (BERT's [CLS]), for left or right padding alike.
+
+    With right padding this is ``token_embeddings[:, 0]``; with left padding the first columns are padding, so the
+    first position whose mask is set is taken instead.
+
+    Args:
+        token_embeddings: (B, L, d) float.
+        attention_mask: (B, L) int or bool.
+
+    Returns:
+        (B, d); a row with no valid token gives zeros.
+    """
+    mask = attention_mask.bool()
+    if mask.shape[1] == 0:  # no token at all: every row is empty (and amin has nothing to reduce)
+        return token_embeddings.new_zeros(token_embeddings.shape[0], token_embeddings.shape[2])
+    length = mask.shape[1]
+    positions = torch.arange(length, device=mask.device).expand_as(mask)  # (B, L)
+    first = torch.where(mask, positions, length).amin(dim=1)  # (B,)
+    return _token_at(token_embeddings, torch.where(first < length, first, -1))
 
 
 @register_pooling("last")
@@ -72,7 +115,8 @@ def last_token_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tens
         (B, d); a row with no valid token gives zeros.
     """
     mask = attention_mask.bool()
+    if mask.shape[1] == 0:  # no token at all: every row is empty (and amax has nothing to reduce)
+        return token_embeddings.new_zeros(token_embeddings.shape[0], token_embeddings.shape[2])
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, L)
     last = torch.where(mask, positions, -1).amax(dim=1)  # (B,)
-    gathered = token_embeddings[torch.arange(mask.shape[0], device=mask.device), last.clamp(min=0)]  # (B, d)
-    return torch.where((last >= 0).unsqueeze(-1), gathered, torch.zeros_like(gathered))
+    return _token_at(token_embeddings, last)

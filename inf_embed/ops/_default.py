@@ -206,6 +206,8 @@ def iq_attention_pool_backward(
         w, c = pool_weights(attn, x_mask, my)  # (B, Ly), (B, Lx)
         # row-vector products ((B, 1, K) @ (B, K, N)): the column-vector form is several times slower on CPU
         dw = pairing.rows_times_y_t(g.unsqueeze(1)).squeeze(1).to(acc)  # (B, Ly)
+        # padded y tokens have attn == 0, but their dw may overflow (fp16 GEMM output) and 0 * inf is NaN: zero it
+        dw.masked_fill_(~my, 0.0)
         adw = torch.bmm(dw.unsqueeze(1), attn.mT).mT  # (B, Lx, 1): sum_k A_ik dw_k
         ds = (dw.unsqueeze(1) - adw).mul_(attn).mul_(c.unsqueeze(-1) * scale).to(dt)  # (B, Lx, Ly): scale * dS
 

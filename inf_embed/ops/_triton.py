@@ -156,6 +156,8 @@ def _iq_attention_pool_bwd_kernel(
         ).to(tl.float32)
         gc = tl.load(g_ptr + b * sg_b + (d0 + offs_d) * sg_d, mask=in_d, other=0.0).to(tl.float32)
         dw += tl.sum(yc * gc[None, :], axis=1)
+    # padded y tokens have attn == 0, but their dw may overflow and 0 * inf is NaN: zero it
+    dw = tl.where(my, dw, 0.0)
 
     attn = tl.load(
         attn_ptr + b * sa_b + offs_x[:, None] * sa_x + offs_y[None, :] * sa_y,

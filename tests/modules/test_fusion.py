@@ -262,3 +262,87 @@ def test_anchor_on_a_fusion_that_does_not_encode_the_query_alone_is_an_error(tin
     rows = torch.randn(2, 32)
     with pytest.raises(TypeError, match="fusion 'concat' does not combine"):
         model.fusion.anchor(rows, rows, torch.tensor([True, True]))
+
+
+# --- fusion modules called directly ----------------------------------------------------------------------------
+
+
+def _fusion(name: str, hidden_size: int = 8, **overrides):
+    from inf_embed.config import InfEmbedConfig
+
+    return get_fusion(name)(InfEmbedConfig(fusion=name, **overrides), hidden_size)
+
+
+def _fusion_args(num_queries: int = 2, num_instructions: int = 2, hidden: int = 8) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    query_tokens = torch.randn(num_queries, 5, hidden, generator=gen)
+    return {
+        "query_tokens": query_tokens,
+        "query_mask": torch.ones(num_queries, 5, dtype=torch.long),
+        "pooled_query": query_tokens.mean(1),
+        "instruction_tokens": torch.randn(num_instructions, 4, hidden, generator=gen),
+        "instruction_mask": torch.ones(num_instructions, 4, dtype=torch.long),
+    }
+
+
+@pytest.mark.parametrize("name", ["attention", "residual"])
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        # one instruction too many, no index: the extra row used to be dropped silently
+        ({"instruction_tokens": torch.randn(3, 4, 8), "instruction_mask": torch.ones(3, 4)}, "instruction_index"),
+        ({"instruction_mask": torch.ones(3, 4)}, r"instruction_mask must have shape \(2, 4\)"),
+        ({"query_mask": torch.ones(2, 6)}, r"query_mask must have shape \(2, 5\)"),
+        ({"pooled_query": torch.randn(2, 6)}, r"pooled_query must have shape \(2, 8\)"),
+        ({"pooled_query": torch.randn(1, 8)}, r"pooled_query must have shape \(2, 8\)"),
+        ({"instruction_tokens": torch.randn(2, 4, 6)}, "instruction_tokens has hidden size 6"),
+        # right shapes among themselves, but not the hidden size the fusion (its scale) was built for
+        (
+            {"query_tokens": torch.randn(2, 5, 6), "pooled_query": torch.randn(2, 6),
+             "instruction_tokens": torch.randn(2, 4, 6)},
+            "query_tokens has hidden size 6, but the fusion was built for hidden_size=8",
+        ),
+        ({"instruction_index": torch.tensor([0, 1, 1])}, r"instruction_index must have shape \(2,\)"),
+    ],
+    ids=["extra_instruction", "instruction_mask_rows", "query_mask_length", "pooled_hidden", "pooled_rows",
+         "instruction_hidden", "fusion_hidden_size", "instruction_index_length"],
+)  # fmt: skip
+def test_attention_fusions_reject_mismatched_inputs_naming_the_argument(name, change, match):
+    with pytest.raises(ValueError, match=rf"fusion '{name}': .*{match}"):
+        _fusion(name)(**(_fusion_args() | change))
+
+
+@pytest.mark.parametrize("name", ["attention", "residual"])
+def test_attention_fusions_without_any_instruction_row_give_the_pooled_query(name):
+    fusion = _fusion(name)
+    if name == "residual":
+        torch.nn.init.normal_(fusion.proj.weight)
+    args = _fusion_args(num_instructions=0) | {"instruction_index": torch.tensor([-1, -1])}
+    torch.testing.assert_close(fusion(**args), args["pooled_query"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="instruction_tokens has 0 rows but instruction_index is not all -1"):
+        fusion(**(args | {"instruction_index": torch.tensor([0, -1])}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_conditioned_mean_pooling_of_pairs_matches_mean_pooling_and_never_gives_nan(dtype):
+    from inf_embed.modules import get_pooling
+
+    fusion = _fusion("conditioned", pooling="mean", instruction_weight=0.5)
+    states = torch.randn(3, 4, 8).to(dtype)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    segment = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    pooled = fusion.pool_pair(states, mask, segment)
+    assert pooled.dtype == dtype and torch.isfinite(pooled).all()
+    plain = get_pooling("mean")(states, mask)
+    assert torch.equal(pooled[1:], plain[1:])  # rows without instruction, the empty one (0 in fp16, not NaN) too
+    weights = torch.tensor([1.0, 1.0, 0.5, 0.0])
+    expected = (states[0].float() * weights[:, None]).sum(0) / weights.sum()
+    torch.testing.assert_close(pooled[0].float(), expected, atol=2e-3, rtol=2e-3)
+
+
+def test_conditioned_cls_pooling_of_left_padded_pairs_takes_the_first_real_token():
+    fusion = _fusion("conditioned", pooling="cls")
+    states = torch.randn(2, 5, 8)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    segment = torch.tensor([[0, 0, 0, 0, 1], [0, 0, 0, 1, 1]])
+    torch.testing.assert_close(fusion.pool_pair(states, mask, segment), states[[0, 1], [2, 0]], rtol=0, atol=0)

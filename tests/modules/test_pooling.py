@@ -38,3 +38,34 @@ def test_last_token_pooling_of_all_padding_row_is_zero():
 def test_cls_pooling_takes_the_first_token():
     tokens = torch.randn(2, 3, 4)
     torch.testing.assert_close(get_pooling("cls")(tokens, torch.ones(2, 3)), tokens[:, 0])
+
+
+def test_cls_pooling_takes_the_first_real_token_of_left_padded_rows():
+    # a left-padded row starts with padding; its [CLS] is the first position whose mask is set
+    tokens = torch.randn(3, 4, 2)
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]])
+    pooled = get_pooling("cls")(tokens, mask)
+    torch.testing.assert_close(pooled, torch.stack([tokens[0, 2], tokens[1, 0], torch.zeros(2)]))
+
+
+@pytest.mark.parametrize("mode", ["cls", "last", "mean"])
+def test_pooling_of_zero_length_inputs_gives_zeros(mode):
+    pooled = get_pooling(mode)(torch.randn(2, 0, 3), torch.zeros(2, 0, dtype=torch.long))
+    torch.testing.assert_close(pooled, torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mean_pooling_in_half_precision_gives_zero_for_all_padding_rows(dtype):
+    # the 1e-9 clamp rounds to 0 in fp16, so the empty row was 0 / 0 = NaN
+    tokens = torch.randn(2, 3, 4).to(dtype)
+    pooled = get_pooling("mean")(tokens, torch.tensor([[1, 1, 0], [0, 0, 0]]))
+    assert pooled.dtype == dtype
+    assert torch.equal(pooled[1], torch.zeros(4, dtype=dtype))
+    torch.testing.assert_close(pooled[0], tokens[0, :2].float().mean(0).to(dtype))
+
+
+def test_mean_pooling_in_float16_does_not_overflow_on_long_inputs():
+    # the sum of 400 token states of 300 (1.2e5) is past float16's 65504, their mean is not
+    tokens = torch.full((1, 400, 4), 300.0, dtype=torch.float16)
+    pooled = get_pooling("mean")(tokens, torch.ones(1, 400, dtype=torch.long))
+    assert torch.equal(pooled, torch.full((1, 4), 300.0, dtype=torch.float16))

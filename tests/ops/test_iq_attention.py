@@ -182,6 +182,22 @@ def test_values_at_padded_positions_do_not_change_output_or_receive_gradient(dty
     assert not x_grad[~case.x_mask].any() and not y_grad[~case.y_mask].any()
 
 
+@pytest.mark.parametrize("layer", CPU_LAYERS)
+@pytest.mark.parametrize(("dtype", "huge"), [(torch.float16, 3e4), (torch.float32, 3e38)], ids=["float16", "float32"])
+def test_padded_y_tokens_whose_products_with_the_gradient_overflow_leave_gradients_unchanged(
+    layer: str, dtype: torch.dtype, huge: float
+) -> None:
+    # <y_j, g> of a padded y token overflows to inf (in fp16 already at 3e4 * d); its attention is 0, and 0 * inf
+    # used to turn every gradient of the row into NaN
+    case = make_case(4, 6, 7, 64, dtype, "empty_rows")
+    grad = torch.randn(4, 64).to(dtype)
+    out, _, x_grad, y_grad = run_layer(layer, case, grad)
+    case.y = torch.where(case.y_mask[:, :, None], case.y, torch.full_like(case.y, huge))
+    out2, _, x_grad2, y_grad2 = run_layer(layer, case, grad)
+    assert torch.equal(out, out2)
+    assert torch.equal(x_grad, x_grad2) and torch.equal(y_grad, y_grad2)
+
+
 def test_int64_masks_give_the_same_result_as_bool_masks() -> None:
     case = make_case(4, 6, 7, 16, torch.float32, "empty_rows")
     from_bool = iq_attention_pool(case.x, case.x_mask, case.y, case.y_mask)

@@ -175,6 +175,15 @@ def test_triton_kernels_leave_no_nan_when_padded_x_logits_overflow() -> None:
 
 
 @triton_mark
+def test_triton_backward_stays_finite_when_padded_y_products_with_the_gradient_overflow() -> None:
+    # <y_j, g> of a padded y token overflows fp32 to inf; its attention is 0, and 0 * inf gave NaN gradients
+    _interpreted_triton()
+    case = make_case(3, 6, 7, 64, torch.float32, "empty_rows")
+    case.y = torch.where(case.y_mask[:, :, None], case.y, torch.full_like(case.y, 3e38))
+    check_layer_against_oracle("triton", case, torch.float32)
+
+
+@triton_mark
 @pytest.mark.parametrize("need", [(True, False), (False, True)], ids=["x_only", "y_only"])
 @pytest.mark.parametrize("with_index", [False, True], ids=["paired", "y_index"])
 def test_triton_backward_computes_only_the_gradients_asked_for(with_index: bool, need: tuple[bool, bool]) -> None:
