@@ -57,37 +57,67 @@ def encode_multi_process(
     bounds = np.linspace(0, len(texts), num=len(devices) + 1).round().astype(int)
     context = torch.multiprocessing.get_context("spawn")
     results = context.Queue()
-    processes = []
+    processes: dict[int, Any] = {}
     model = model.cpu()
-    for shard, device in enumerate(devices):
-        start, stop = int(bounds[shard]), int(bounds[shard + 1])
-        if start == stop:
-            continue
-        shard_kwargs = dict(kwargs, instructions=instructions[start:stop] if instructions is not None else None)
-        process = context.Process(
-            target=_worker, args=(model, device, shard, texts[start:stop], shard_kwargs, results), daemon=True
-        )
-        process.start()
-        processes.append(process)
-    outputs: dict[int, Any] = {}
     try:
-        while len(outputs) < len(processes):
-            try:
-                shard, output, error = results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in processes if not p.is_alive() and p.exitcode not in (0, None)]
-                if dead:
-                    raise RuntimeError(f"encoding worker died with exit code {dead[0].exitcode}") from None
+        # started inside the try, so a failed start still stops the workers already running
+        for shard, device in enumerate(devices):
+            start, stop = int(bounds[shard]), int(bounds[shard + 1])
+            if start == stop:
                 continue
-            if error is not None:
-                raise RuntimeError(f"encoding worker for device {devices[shard]} failed: {error}")
-            outputs[shard] = torch.load(io.BytesIO(output), weights_only=False)
-    finally:
-        for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.terminate()
+            shard_kwargs = dict(kwargs, instructions=instructions[start:stop] if instructions is not None else None)
+            process = context.Process(
+                target=_worker, args=(model, device, shard, texts[start:stop], shard_kwargs, results), daemon=True
+            )
+            process.start()
+            processes[shard] = process
+        outputs = _collect(processes, results, devices)
+    except BaseException:
+        _stop(processes.values(), grace=0.0)
+        raise
+    _stop(processes.values(), grace=5.0)
     ordered = [outputs[shard] for shard in sorted(outputs)]
     if kwargs.get("output_value") == "sentence_embedding":
         return torch.cat(ordered)
     return [item for chunk in ordered for item in chunk]
+
+
+def _collect(processes: dict[int, Any], results: Any, devices: list[str], poll: float = 1.0) -> dict[int, Any]:
+    """Each shard's output, keyed by shard; raises as soon as a worker fails or exits without its rows.
+
+    A worker counts as lost only while its own shard is missing: one that delivered its rows and then exited with
+    an error (e.g. a crash in CUDA teardown) has done its job. A worker that exited without reporting, whatever
+    its exit code (``os._exit(0)`` included), is an error rather than a wait that never ends.
+    """
+    outputs: dict[int, Any] = {}
+    while len(outputs) < len(processes):
+        try:
+            shard, output, error = results.get(timeout=poll)
+        except queue.Empty:
+            lost = [shard for shard, p in processes.items() if shard not in outputs and not p.is_alive()]
+            if not lost:
+                continue
+            try:  # a worker that exited just after sending has its message in the pipe already
+                shard, output, error = results.get(timeout=poll)
+            except queue.Empty:
+                process = processes[lost[0]]
+                raise RuntimeError(
+                    f"encoding worker for device {devices[lost[0]]} exited with code {process.exitcode} "
+                    "without returning its rows"
+                ) from None
+        if error is not None:
+            raise RuntimeError(f"encoding worker for device {devices[shard]} failed: {error}")
+        outputs[shard] = torch.load(io.BytesIO(output), weights_only=False)
+    return outputs
+
+
+def _stop(processes: Any, grace: float) -> None:
+    """Wait up to ``grace`` seconds for each worker, then terminate and reap the ones still running."""
+    for process in processes:
+        process.join(timeout=grace)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()

@@ -116,3 +116,16 @@ def test_demo_command_uses_the_shipped_model(capsys, shipped_model, monkeypatch)
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "shipped default" in out and "instructions whose wanted document ranks first" in out
+
+
+def test_demo_top_k_below_one_is_a_usage_error_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--top-k", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --top-k: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_demo_with_a_missing_model_says_so_in_one_line(tmp_path, capsys):
+    assert main(["demo", "--model", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model ") and "does not exist" in err and err.count("\n") == 1

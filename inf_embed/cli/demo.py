@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
+from inf_embed.cli import positive_int
 from inf_embed.config import FUSION_NAMES
 
 
@@ -17,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded default model)")
     parser.add_argument("--fusion", default=None, choices=list(FUSION_NAMES), help="override the fusion")
-    parser.add_argument("--top-k", type=int, default=3, help="documents shown per ranking (default 3)")
+    parser.add_argument("--top-k", type=positive_int, default=3, help="documents shown per ranking (default 3)")
     parser.set_defaults(func=run)
 
 
@@ -25,10 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from inf_embed import InfEmbed
     from inf_embed.demo import run_demo
 
-    if args.top_k < 1:
-        raise SystemExit("--top-k must be at least 1")
     overrides = {"fusion": args.fusion} if args.fusion else {}
-    model = InfEmbed(args.model, **overrides) if args.model else InfEmbed(**overrides)
+    try:
+        model = InfEmbed(args.model, **overrides) if args.model else InfEmbed(**overrides)
+    except (ValueError, OSError) as error:  # a missing folder or Hub id, or weights that do not fit
+        print(f"error: --model {args.model or 'default'}: {error}", file=sys.stderr)
+        return 1
     name = args.model or "shipped default (instruction-following all-MiniLM-L6-v2, inf_embed/resources/default_model)"
     print(f"model: {name}; fusion: {model.config.fusion}\n")
     hits = total = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -10,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from inf_embed.cli import number_in, positive_int, torch_device
 from inf_embed.config import FUSION_NAMES, PLAIN_QUERY_SIDES
 
 FORMATS = ("beir", "followir", "infir", "nevir")
@@ -55,13 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--gate-threshold",
-        type=float,
+        type=number_in(-1.0, 1.0),
         default=None,
         help="fusion gated: query-instruction cosine below which the query is embedded alone",
     )
     parser.add_argument(
         "--document-delta-scale",
-        type=float,
+        type=number_in(0.0, 1.0),
         default=None,
         help="share in [0, 1] of the fine-tuning change the documents take (needs a delta folder or anchors)",
     )
@@ -71,10 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=list(PLAIN_QUERY_SIDES),
         help="side whose weights encode queries without an instruction in an asymmetric model",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="encode batch size (default 32)")
-    parser.add_argument("--top-k", type=int, default=None, help="beir/followir: documents retrieved per query")
-    parser.add_argument("--cache-dir", default=None, help="cache corpus embeddings here (keyed by model and corpus)")
-    parser.add_argument("--device", default=None, help="device for the model, e.g. cuda or cpu")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="encode batch size (default 32)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="beir/followir: documents retrieved per query")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="beir/followir/infir: cache corpus embeddings here (keyed by model and corpus)",
+    )
+    parser.add_argument("--device", type=torch_device, default=None, help="device for the model, e.g. cuda or cpu")
     parser.set_defaults(func=run)
 
 
@@ -106,19 +112,55 @@ def load_model(
     return InfEmbed(name, device=device, **(overrides or {}))
 
 
+# Options that only some formats read; any other format would silently ignore them.
+_FORMAT_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "top_k": ("--top-k", ("beir", "followir")),
+    "extra_corpus": ("--extra-corpus", ("infir",)),
+    "instruction": ("--instruction", ("beir", "nevir")),
+    "split": ("--split", ("beir", "followir", "infir")),
+    "cache_dir": ("--cache-dir", ("beir", "followir", "infir")),
+}
+_OVERRIDE_FLAGS = {
+    "fusion": "--fusion",
+    "gate_threshold": "--gate-threshold",
+    "document_delta_scale": "--document-delta-scale",
+    "plain_query_side": "--plain-query-side",
+}
+
+
+def usage_error(args: argparse.Namespace) -> str | None:
+    """The first option that contradicts another or does nothing for ``args.format``, as a one-line message
+    naming the flag; None when every option given applies."""
+    for name, (flag, formats) in _FORMAT_OPTIONS.items():
+        if getattr(args, name) is not None and args.format not in formats:
+            names = formats[0] if len(formats) == 1 else f"{', '.join(formats[:-1])} and {formats[-1]}"
+            return f"{flag} applies to {names}, not {args.format}"
+    if args.instruction is not None and args.no_instructions:
+        return "--instruction and --no-instructions contradict each other (--no-instructions drops every instruction)"
+    if args.sentence_transformers:
+        for name, flag in _OVERRIDE_FLAGS.items():
+            if getattr(args, name) is not None:
+                return f"{flag} applies to inf_embed models, not to --sentence-transformers"
+    if args.output is not None:
+        target = Path(args.output)
+        if target.is_dir():
+            return f"--output {args.output} is a directory; expected the path of a JSON file"
+        parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), Path("."))
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            return f"--output {args.output}: {parent} is not a writable directory"
+    return None
+
+
 def build_evaluator(args: argparse.Namespace) -> Any:
     """The evaluator for ``args.format`` built from ``args.data``; raises ValueError for options it cannot use."""
     from inf_embed.evaluation import get_evaluator
 
+    error = usage_error(args)
+    if error:
+        raise ValueError(error)
     options: dict[str, Any] = {"batch_size": args.batch_size, "cache_dir": args.cache_dir}
     if args.top_k is not None:
-        if args.format not in ("beir", "followir"):
-            raise ValueError(f"--top-k applies to beir and followir, not {args.format}")
         options["top_k"] = args.top_k
-    if args.extra_corpus and args.format != "infir":
-        raise ValueError(f"--extra-corpus applies to infir, not {args.format}")
-    if args.instruction and args.format not in ("beir", "nevir"):
-        raise ValueError(f"--instruction applies to beir and nevir, not {args.format}")
     cls = get_evaluator(args.format)
     if args.format == "beir":
         return cls.from_path(args.data, split=args.split or "test", instruction=args.instruction, **options)
@@ -143,35 +185,56 @@ def format_table(results: dict[str, Any], main_score: str) -> str:
 
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: readers see the old file or the new one, never a partial one, and
+    a failure leaves no temporary file behind."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(payload, out, indent=2, sort_keys=True)
-        out.write("\n")
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-    os.replace(tmp, target)
+    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(payload, out, indent=2, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _error(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    overrides = {
-        name: getattr(args, name)
-        for name in ("fusion", "gate_threshold", "document_delta_scale", "plain_query_side")
-        if getattr(args, name) is not None
-    }
+    # usage errors (exit 2) are found before any data or model is loaded
+    problem = usage_error(args)
+    if problem:
+        return _error(problem, 2)
+    if args.output is not None and Path(args.output).exists():
+        print(f"note: --output {args.output} exists and will be replaced", file=sys.stderr)
+    overrides = {name: getattr(args, name) for name in _OVERRIDE_FLAGS if getattr(args, name) is not None}
     try:
         evaluator = build_evaluator(args)
+    except (ValueError, OSError) as error:
+        return _error(f"--data {args.data}: {error}", 1)
+    try:
         model = load_model(
             args.model, sentence_transformers=args.sentence_transformers, device=args.device, overrides=overrides
         )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError) as error:
+        return _error(f"--model {args.model or 'default'}: {error}", 1)
+    fusion = getattr(getattr(model, "config", None), "fusion", None)
+    if args.gate_threshold is not None and fusion != "gated":
+        # only the gated fusion reads the threshold; any other would run as if it had not been given
+        return _error(
+            f"--gate-threshold applies to the gated fusion, the model's is {fusion!r} (add --fusion gated)", 2
+        )
     if args.no_instructions:
         from inf_embed.evaluation import QueryOnlyEncoder
 
@@ -184,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {args.data} ({args.format})\n")
     print(format_table(results, evaluator.main_score))
     if args.output:
+        replaced = Path(args.output).exists()
         _write_json(
             args.output,
             {
@@ -196,5 +260,5 @@ def run(args: argparse.Namespace) -> int:
                 "results": results,
             },
         )
-        print(f"\nwrote {args.output}")
+        print(f"\nwrote {args.output}" + (" (replaced the previous file)" if replaced else ""))
     return 0

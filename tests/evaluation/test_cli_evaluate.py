@@ -49,8 +49,88 @@ def test_evaluate_reports_a_missing_data_folder_with_exit_code_1(tiny_model_dir,
 
 def test_evaluate_rejects_options_that_do_not_apply_to_the_format(tmp_path, capsys):
     data = write_beir(tmp_path / "beir")
-    assert main(["evaluate", "--data", str(data), "--format", "beir", "--extra-corpus", str(data)]) == 1
+    assert main(["evaluate", "--data", str(data), "--format", "beir", "--extra-corpus", str(data)]) == 2
     assert "--extra-corpus applies to infir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--cache-dir", "c"], "--cache-dir applies to beir, followir and infir, not nevir"),
+        (["--split", "dev"], "--split applies to beir, followir and infir, not nevir"),
+        (["--top-k", "5"], "--top-k applies to beir and followir, not nevir"),
+        (["--instruction", "x", "--no-instructions"], "--instruction and --no-instructions contradict each other"),
+        (["--sentence-transformers", "--gate-threshold", "0.5"], "--gate-threshold applies to inf_embed models"),
+    ],
+)
+def test_evaluate_refuses_options_it_would_ignore_before_loading_anything(extra, message, capsys, monkeypatch):
+    from inf_embed.cli import evaluate as evaluate_cli
+
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["evaluate", "--data", "missing", "--format", "nevir", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--top-k", "0"], "argument --top-k: expected an integer >= 1, got '0'"),
+        (["--batch-size", "-1"], "argument --batch-size: expected an integer >= 1, got '-1'"),
+        (["--gate-threshold", "nan"], "argument --gate-threshold: expected a number in [-1, 1], got 'nan'"),
+        (["--document-delta-scale", "x"], "argument --document-delta-scale: expected a number in [0, 1], got 'x'"),
+        (["--device", "bogus"], "argument --device: expected a torch device such as cpu, cuda or cuda:0"),
+    ],
+)
+def test_evaluate_bad_values_are_usage_errors_naming_the_flag(extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--data", "d", "--format", "beir", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_gate_threshold_needs_the_gated_fusion(tiny_model_dir, tmp_path, capsys):
+    data = write_beir(tmp_path / "beir")
+    argv = ["evaluate", "--model", tiny_model_dir, "--data", str(data), "--format", "beir", "--gate-threshold", "0.5"]
+    assert main(argv) == 2  # the tiny model's fusion is not gated: the threshold would change nothing
+    assert "--gate-threshold applies to the gated fusion" in capsys.readouterr().err
+
+
+def test_evaluate_output_problems_are_found_before_the_evaluation(tmp_path, capsys, monkeypatch):
+    from inf_embed.cli import evaluate as evaluate_cli
+
+    data = write_beir(tmp_path / "beir")
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = ["evaluate", "--data", str(data), "--format", "beir"]
+    assert main([*argv, "--output", str(tmp_path)]) == 2
+    assert "is a directory; expected the path of a JSON file" in capsys.readouterr().err
+    assert main([*argv, "--output", str(data / "corpus.jsonl" / "results.json")]) == 2
+    assert "is not a writable directory" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_evaluate_says_when_it_replaces_an_output_file(tiny_model_dir, tmp_path, capsys):
+    data = write_beir(tmp_path / "beir")
+    output = tmp_path / "results.json"
+    output.write_text("{}")
+    argv = ["evaluate", "--model", tiny_model_dir, "--data", str(data), "--format", "beir", "--output", str(output)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"--output {output} exists and will be replaced" in captured.err
+    assert "(replaced the previous file)" in captured.out
+    assert json.loads(output.read_text())["format"] == "beir"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beir", "results.json"]
+
+
+def test_write_json_leaves_no_temporary_file_when_it_fails(tmp_path):
+    from inf_embed.cli.evaluate import _write_json
+
+    target = tmp_path / "results.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(TypeError):
+        _write_json(str(target), {"results": object()})  # not JSON-serialisable, found mid-write
+    assert json.loads(target.read_text()) == {"old": True}  # the previous file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
 def test_evaluate_rejects_an_unknown_format():
@@ -127,10 +207,12 @@ def test_evaluate_fusion_override_matches_the_evaluator_on_the_overridden_model(
 def test_evaluate_rejects_a_bad_override_and_overrides_of_sentence_transformers(tiny_model_dir, tmp_path, capsys):
     data = write_beir(tmp_path / "beir")
     argv = ["evaluate", "--model", tiny_model_dir, "--data", str(data), "--format", "beir"]
-    assert main([*argv, "--fusion", "gated", "--gate-threshold", "2"]) == 1
-    assert "gate_threshold must be a number in [-1, 1]" in capsys.readouterr().err
-    assert main([*argv, "--sentence-transformers", "--fusion", "concat"]) == 1
-    assert "apply to inf_embed models" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--fusion", "gated", "--gate-threshold", "2"])
+    assert exit_info.value.code == 2
+    assert "argument --gate-threshold: expected a number in [-1, 1], got '2'" in capsys.readouterr().err
+    assert main([*argv, "--sentence-transformers", "--fusion", "concat"]) == 2
+    assert "--fusion applies to inf_embed models" in capsys.readouterr().err
 
 
 def test_evaluate_document_side_overrides_match_the_evaluator_on_the_overridden_model(
@@ -159,8 +241,9 @@ def test_evaluate_document_side_overrides_match_the_evaluator_on_the_overridden_
     expected = BEIREvaluator.from_path(data)(InfEmbed(folder, document_delta_scale=0.25, plain_query_side="document"))
     assert got["ndcg_at_10"] == pytest.approx(expected["ndcg_at_10"])
     capsys.readouterr()
-    assert main([*argv, "--document-delta-scale", "1.5"]) == 1
-    assert "document_delta_scale must be a number in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--document-delta-scale", "1.5"])
+    assert "argument --document-delta-scale: expected a number in [0, 1], got '1.5'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--plain-query-side", "passage"])
     assert "--plain-query-side" in capsys.readouterr().err

@@ -73,3 +73,69 @@ def test_two_gloo_ranks_encode_shards_and_rank0_gathers_what_one_process_encodes
     for report in reports:  # every rank returns rank 0's results
         for name in ("ndcg_at_10", "map_at_10", "recall_at_10", "mrr_at_10"):
             assert report["results"][name] == pytest.approx(expected[name], abs=1e-9)
+
+
+class _ExitOnUnpickle:
+    """Unpickling this (in a pool worker, with the model it hangs on) ends that process with ``code`` at once."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def __reduce__(self):
+        return (os._exit, (self.code,))
+
+
+def test_a_pool_worker_that_exits_cleanly_without_its_rows_is_an_error_not_a_hang(tiny_model):
+    import multiprocessing
+    import threading
+
+    tiny_model._exit_in_worker = _ExitOnUnpickle(0)  # exit code 0: the case the pool used to wait on forever
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            tiny_model.encode(["a", "b", "c"], device=["cpu"])
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "encode(device=[...]) hung on a worker that exited without reporting"
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError)
+    assert "exited with code 0 without returning its rows" in str(outcome[0])
+    assert not multiprocessing.active_children()  # the worker was reaped
+
+
+def test_pool_collection_keeps_rows_of_a_worker_that_exited_with_an_error_after_sending():
+    import io
+    import queue
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    from inf_embed.multiprocess import _collect
+
+    def payload(value: float) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(torch.full((1, 2), value), buffer)
+        return buffer.getvalue()
+
+    results: queue.Queue = queue.Queue()
+    results.put((0, payload(0.0), None))
+    # shard 0 delivered, then its process died with code 1 (e.g. a crash at interpreter exit); shard 1 is slow
+    processes = {
+        0: SimpleNamespace(is_alive=lambda: False, exitcode=1),
+        1: SimpleNamespace(is_alive=lambda: True, exitcode=None),
+    }
+    threading.Timer(0.3, lambda: results.put((1, payload(1.0), None))).start()
+    start = time.perf_counter()
+    outputs = _collect(processes, results, ["cpu", "cpu"], poll=0.05)
+    assert time.perf_counter() - start < 5
+    assert [float(outputs[s][0, 0]) for s in sorted(outputs)] == [0.0, 1.0]
+
+    lost = {0: SimpleNamespace(is_alive=lambda: False, exitcode=-9)}
+    with pytest.raises(RuntimeError, match="device cpu exited with code -9 without returning its rows"):
+        _collect(lost, queue.Queue(), ["cpu"], poll=0.05)

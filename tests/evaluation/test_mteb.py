@@ -77,3 +77,33 @@ def test_a_plain_list_of_texts_is_encoded_as_one_batch():
     )
     assert embeddings.shape == (2, 64) and model.document_calls == 2
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-6)
+
+
+def test_precision_from_encode_kwargs_reaches_the_model():
+    """mteb labels the results with `precision` (output_dtypes), so the embeddings must be computed with it."""
+    from mteb.mocks import MockInstructionRetrieval
+
+    model = HashingEncoder()
+    mteb.evaluate(
+        InfEmbedMTEBWrapper(model, model_name="test/hashing"),
+        [MockInstructionRetrieval()],
+        cache=None,
+        show_progress_bar=False,
+        encode_kwargs={"batch_size": 4, "precision": "int8"},
+    )
+    (call,) = _query_calls(model)
+    assert call["precision"] == "int8"
+
+
+def test_quantised_rows_come_back_as_the_model_quantised_them(tiny_model):
+    wrapper = InfEmbedMTEBWrapper(tiny_model)
+    texts = ["a first text", "another one", "and a third"]
+    kwargs = {"task_metadata": None, "hf_split": "test", "hf_subset": "default", "prompt_type": None}
+    quantised = wrapper.encode(texts, precision="int8", **kwargs)
+    assert quantised.dtype == np.int8
+    expected = tiny_model.encode(texts, precision="int8", normalize_embeddings=True)
+    np.testing.assert_array_equal(quantised, expected)
+    plain = wrapper.encode(texts, **kwargs)
+    assert plain.dtype == np.float32
+    # the similarity upcasts quantised rows itself
+    np.testing.assert_allclose(wrapper.similarity(quantised, quantised).diagonal().numpy(), 1.0, rtol=1e-5)
