@@ -103,10 +103,17 @@ def read_sentence_transformers_folder(folder: str, hf_config: Any) -> ForeignMod
     pooling, normalize, dense_folder, backbone_folder = base.pooling, False, None, folder
     max_length: int | None = None
     seen_dense = False
+    normalized_at: str | None = None
     for entry in sorted(modules, key=lambda m: m.get("idx", 0)):
         module_type = str(entry.get("type", ""))
         short = module_type.rsplit(".", 1)[-1]
         path = os.path.join(folder, entry.get("path", ""))
+        if normalized_at is not None and short != "Normalize":
+            # inf_embed normalises last, after the projection: a module after Normalize would see other inputs
+            raise ValueError(
+                f"{modules_path}: module {module_type!r} after Normalize ({normalized_at}) is not supported by "
+                "inf_embed (it normalises last)"
+            )
         if short == "Transformer":
             backbone_folder = path
             max_length = _st_max_length(path)
@@ -114,6 +121,7 @@ def read_sentence_transformers_folder(folder: str, hf_config: Any) -> ForeignMod
             pooling = _st_pooling_mode(os.path.join(path, "config.json"))
         elif short == "Normalize":
             normalize = True
+            normalized_at = f"idx {entry.get('idx')}"
         elif short == "Dense":
             if seen_dense:
                 raise ValueError(f"{modules_path}: more than one Dense module is not supported")
@@ -134,6 +142,21 @@ def read_sentence_transformers_folder(folder: str, hf_config: Any) -> ForeignMod
         config_st = _read_json(config_st_path)
         prompts.update({k: v for k, v in (config_st.get("prompts") or {}).items() if isinstance(v, str)})
         similarity_fn_name = config_st.get("similarity_fn_name") or "cosine"
+        # sentence-transformers applies these to every encode call; InfEmbed's config has no field for them
+        hints = {
+            "default_prompt_name": "pass prompt_name={!r} to encode",
+            "truncate_dim": "pass truncate_dim={!r} to InfEmbed or encode",
+        }
+        for key, hint in hints.items():
+            if config_st.get(key) is not None:
+                logger.warning(
+                    "%s sets %s=%r, which inf_embed does not apply by default; %s for sentence-transformers' "
+                    "embeddings",
+                    config_st_path,
+                    key,
+                    config_st[key],
+                    hint.format(config_st[key]),
+                )
     projection_dim = None
     if dense_folder is not None:
         projection_dim = int(_read_json(os.path.join(dense_folder, "config.json"))["out_features"])
@@ -185,3 +208,6 @@ def _check_dense(path: str) -> None:
     activation = str(data.get("activation_function", "torch.nn.modules.linear.Identity"))
     if not activation.endswith("Identity"):
         raise ValueError(f"{path}: Dense with activation {activation!r} is not supported by inf_embed (only Identity)")
+    if data.get("bias", True) is False:
+        # the projection always has a bias: loading would leave it randomly initialised
+        raise ValueError(f"{path}: Dense without bias (bias=false) is not supported by inf_embed")

@@ -137,16 +137,22 @@ class InfEmbedMTEBWrapper:
             hf_split: unused.
             hf_subset: unused.
             prompt_type: ``PromptType.query``, ``PromptType.document`` or None (symmetric tasks: plain text).
-            **kwargs: ``batch_size`` and ``show_progress_bar`` are passed on to the model.
+            **kwargs: mteb's ``EncodeKwargs``: ``batch_size``, ``show_progress_bar`` and ``precision`` are passed on
+                to the model.
 
         Returns:
-            (N, d) float32, L2-normalised.
+            (N, d) float32, L2-normalised; with ``precision`` other than float32, the model's quantised rows
+            (int8, uint8, or packed bits for binary / ubinary), as mteb's sentence-transformers wrapper returns them.
         """
         encode_kwargs = {"normalize_embeddings": True, "convert_to_numpy": True}
         if "batch_size" in kwargs:
             encode_kwargs["batch_size"] = kwargs["batch_size"]
         if "show_progress_bar" in kwargs:
             encode_kwargs["show_progress_bar"] = kwargs["show_progress_bar"]
+        # mteb records `precision` in the result's model metadata (output_dtypes), so it must reach the model
+        quantized = kwargs.get("precision") not in (None, "float32")
+        if quantized:
+            encode_kwargs["precision"] = kwargs["precision"]
         side = getattr(prompt_type, "value", prompt_type)
         task_instruction = self.task_instructions.get(getattr(task_metadata, "name", ""))
         if isinstance(inputs, (list, tuple)) and (not inputs or isinstance(inputs[0], str)):
@@ -162,7 +168,9 @@ class InfEmbedMTEBWrapper:
                 chunks.append(self._to_numpy(self.model.encode(texts, **encode_kwargs)))
         if not chunks:
             return np.zeros((0, 0), dtype=np.float32)
-        return l2_normalize(np.concatenate(chunks))
+        if quantized:
+            return np.concatenate(chunks)
+        return l2_normalize(np.concatenate(chunks).astype(np.float32, copy=False))
 
     def _encode_queries(
         self, batch: Mapping[str, Any], texts: list[str], task_instruction: str | None, encode_kwargs: dict[str, Any]
@@ -183,9 +191,11 @@ class InfEmbedMTEBWrapper:
 
     @staticmethod
     def _to_numpy(embeddings: Any) -> np.ndarray:
+        # keeps the dtype: quantised rows (int8, uint8) stay integers; `encode` casts float rows to float32
         if isinstance(embeddings, torch.Tensor):
-            embeddings = embeddings.detach().float().cpu().numpy()
-        return np.asarray(embeddings, dtype=np.float32)
+            embeddings = embeddings.detach().cpu()
+            embeddings = (embeddings.float() if embeddings.is_floating_point() else embeddings).numpy()
+        return np.asarray(embeddings)
 
     @staticmethod
     def _unit_rows(embeddings: Any) -> torch.Tensor:
