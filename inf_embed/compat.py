@@ -208,6 +208,3 @@ def _check_dense(path: str) -> None:
     activation = str(data.get("activation_function", "torch.nn.modules.linear.Identity"))
     if not activation.endswith("Identity"):
         raise ValueError(f"{path}: Dense with activation {activation!r} is not supported by inf_embed (only Identity)")
-    if data.get("bias", True) is False:
-        # the projection always has a bias: loading would leave it randomly initialised
-        raise ValueError(f"{path}: Dense without bias (bias=false) is not supported by inf_embed")

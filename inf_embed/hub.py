@@ -239,7 +239,12 @@ def _load_dense(dense_folder: str) -> dict[str, torch.Tensor]:
         if not os.path.exists(bin_path):
             raise FileNotFoundError(f"Dense module {dense_folder} has no model.safetensors or pytorch_model.bin")
         state = torch.load(bin_path, map_location="cpu", weights_only=True)
-    return {key.replace("linear.", "projection.", 1): value for key, value in state.items()}
+    state = {key.replace("linear.", "projection.", 1): value for key, value in state.items()}
+    weight = state.get("projection.weight")
+    if weight is not None and "projection.bias" not in state:
+        # a Dense saved with bias=False: our projection always has one, and a zero bias is the same map
+        state["projection.bias"] = weight.new_zeros(weight.shape[0])
+    return state
 
 
 def check_module_state(

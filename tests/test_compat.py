@@ -34,12 +34,6 @@ def _read_st(folder):
     return read_sentence_transformers_folder(folder, AutoConfig.from_pretrained(folder))
 
 
-def test_st_dense_without_bias_is_refused_rather_than_given_a_random_bias(tiny_model_dir, tmp_path):
-    folder = _st_folder(tmp_path / "st", tiny_model_dir, ["Transformer", "Pooling", "Dense"], dense={"bias": False})
-    with pytest.raises(ValueError, match=r"Dense without bias \(bias=false\) is not supported"):
-        _read_st(folder)
-
-
 def test_st_dense_after_normalize_is_refused_since_inf_embed_normalises_last(tiny_model_dir, tmp_path):
     folder = _st_folder(tmp_path / "st", tiny_model_dir, ["Transformer", "Pooling", "Normalize", "Dense"])
     with pytest.raises(ValueError, match=r"Dense'? after Normalize \(idx 2\) is not supported"):

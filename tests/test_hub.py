@@ -198,12 +198,13 @@ def test_decoder_backbone_uses_last_token_pooling_and_left_padding(tmp_path, tin
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
 
 
-def test_sentence_transformers_folder_with_dense_and_cls_pooling(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("bias", [True, False])
+def test_sentence_transformers_folder_with_dense_and_cls_pooling(tmp_path, tiny_model_dir, bias):
     from sentence_transformers import SentenceTransformer, models
 
     transformer = models.Transformer(tiny_model_dir, max_seq_length=64)
     pooling = models.Pooling(32, pooling_mode="cls")
-    dense = models.Dense(32, 16, activation_function=torch.nn.Identity())
+    dense = models.Dense(32, 16, bias=bias, activation_function=torch.nn.Identity())
     st = SentenceTransformer(modules=[transformer, pooling, dense, models.Normalize()])
     st.save(str(tmp_path / "st"))
     model = InfEmbed.from_pretrained(tmp_path / "st")
