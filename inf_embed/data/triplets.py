@@ -55,6 +55,7 @@ __all__ = [
     "TripletItem",
     "known_columns",
     "load_triplets",
+    "with_foreign_instructions",
     "with_plain_queries",
 ]
 
@@ -93,6 +94,13 @@ _MUST_DIFFER: tuple[tuple[str, str], ...] = (
     ("query_negative", "query"),
     ("instruction_negative_passage", "positive"),
     ("query_negative_passage", "positive"),
+)
+# Optional single-text fields of TripletExample: empty means absent.
+_OPTIONAL_TEXTS: tuple[str, ...] = (
+    "instruction_negative",
+    "query_negative",
+    "instruction_negative_passage",
+    "query_negative_passage",
 )
 # Columns of the published InF-IR files that are provenance only: ignored without a warning.
 _METADATA_COLUMNS: frozenset[str] = frozenset({"query_id", "document_id"})
@@ -164,6 +172,9 @@ class TripletExample:
         instruction_negative_passage: hn1, the passage relevant to (I-, Q+); needs ``instruction_negative``.
         query_negative_passage: hn2, the passage relevant to (I+, Q-); needs ``query_negative``.
         id: the record's id, if any.
+
+    Built in code, a record follows the loader's rules: an empty optional text is None, and an hn1 / hn2 without
+    its poisoned text becomes a plain hard negative.
     """
 
     instruction: str
@@ -175,6 +186,24 @@ class TripletExample:
     instruction_negative_passage: str | None = None
     query_negative_passage: str | None = None
     id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Records built in code (not by load_triplets) follow the loader's rule too: an empty optional text means
+        # "absent". Otherwise instruction_negative="" would make "" (the plain query) a poisoned instruction,
+        # and an item (I- = "", Q+, hn1) would train the plain query towards hn1.
+        for name in _OPTIONAL_TEXTS:
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                object.__setattr__(self, name, None)
+        negatives = tuple(text for text in self.negatives if not isinstance(text, str) or text.strip())
+        for name, needs in _PASSAGE_NEEDS.items():
+            passage = getattr(self, name)
+            if passage is not None and getattr(self, needs) is None:  # as the loader does: a plain hard negative
+                object.__setattr__(self, name, None)
+                if passage not in negatives and passage != self.positive:
+                    negatives += (passage,)
+        if negatives != self.negatives or not isinstance(self.negatives, tuple):
+            object.__setattr__(self, "negatives", negatives)
 
     def items(self) -> tuple[TripletItem, ...]:
         """Expand the record into its items, in the paper's order (§2.2).
@@ -594,6 +623,14 @@ def with_foreign_instructions(examples: Sequence[TripletExample], seed: int = 0)
                 negatives=(donor.positive,),
                 id=record_id,
             )
+        )
+    if instructed and not foreign:
+        # e.g. one instructed record, or one instruction shared by all: the caller asked for foreign records and
+        # would otherwise train without them unknowingly
+        logger.warning(
+            "with_foreign_instructions: no foreign-instruction record could be made from %d instructed record(s); "
+            "it needs at least two records whose instructions, queries and passages differ",
+            len(instructed),
         )
     source = getattr(examples, "source", "<memory>")
     return TripletDataset([*examples, *foreign], num_skipped=getattr(examples, "num_skipped", 0), source=source)

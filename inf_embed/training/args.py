@@ -142,8 +142,15 @@ class TrainingArguments:
         for name in ("max_steps", "save_steps", "eval_steps", "cache_chunk_size", "save_total_limit"):
             if getattr(self, name) is not None:
                 _positive_int(self, name)
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+        if self.warmup_steps is not None and (
+            isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0
+        ):
             raise ValueError(f"warmup_steps: expected an integer >= 0 or None, got {self.warmup_steps!r}")
+        # NumPy's global seed (set from it at the start of training) must lie in [0, 2**32).
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed: expected an integer in [0, 2**32), got {self.seed!r}")
+        if not isinstance(self.loss, str) or not self.loss.strip():
+            raise ValueError(f"loss: expected a loss name such as 'multi:P+I', got {self.loss!r}")
         _finite(self, "learning_rate", minimum=0.0, strict=True)
         if self.head_learning_rate is not None:
             _finite(self, "head_learning_rate", minimum=0.0, strict=True)
@@ -159,9 +166,11 @@ class TrainingArguments:
                 raise ValueError(
                     f"trainable_parameters: {self.trainable_parameters!r} is not a valid regular expression ({error})"
                 ) from None
-        for flag in ("plain_queries", "foreign_instructions"):
+        for flag in ("plain_queries", "foreign_instructions", "bf16", "gradient_checkpointing", "resume"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag}: expected True or False, got {getattr(self, flag)!r}")
+        if self.show_progress_bar is not None and not isinstance(self.show_progress_bar, bool):
+            raise ValueError(f"show_progress_bar: expected True, False or None, got {self.show_progress_bar!r}")
         self.loss_kwargs()  # raises on a malformed value
         _finite(self, "preserve_weight", minimum=0.0)
         _finite(self, "document_delta_scale", minimum=0.0)
@@ -180,10 +189,12 @@ class TrainingArguments:
         _finite(self, "epochs", minimum=0.0, strict=True)
         _finite(self, "weight_decay", minimum=0.0)
         _finite(self, "adam_epsilon", minimum=0.0, strict=True)
-        if not 0.0 <= self.warmup_ratio <= 1.0:
+        _finite(self, "warmup_ratio", minimum=0.0)  # a non-number must fail with the field's name, not a TypeError
+        if self.warmup_ratio > 1.0:
             raise ValueError(f"warmup_ratio: expected a value in [0, 1], got {self.warmup_ratio!r}")
         for name in ("adam_beta1", "adam_beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
+            _finite(self, name, minimum=0.0)
+            if getattr(self, name) >= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1), got {getattr(self, name)!r}")
         if self.max_grad_norm is not None:
             _finite(self, "max_grad_norm", minimum=0.0)

@@ -130,3 +130,11 @@ def test_invalid_variant_arguments_raise(kwargs: dict, match: str) -> None:
 def test_empty_batch_raises() -> None:
     with pytest.raises(ValueError, match="empty batch"):
         build_text_batch([])
+
+
+def test_text_batch_drops_poisoned_pairs_equal_to_an_item_and_keeps_the_rest() -> None:
+    # record 0's poisoned pair (j, q) is record 1's item: it must not be a query-side negative of p
+    batch = build_text_batch([TripletExample("i", "q", "p", instruction_negative="j"), TripletExample("j", "q", "p3")])
+    assert batch.negative_queries == []
+    batch = build_text_batch([TripletExample("i", "q", "p", instruction_negative="j"), TripletExample("k", "q", "p3")])
+    assert batch.negative_queries == [("j", "q")] and batch.negative_query_passages == ["p"]

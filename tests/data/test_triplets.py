@@ -363,3 +363,27 @@ def test_with_foreign_instructions_skips_donors_with_the_same_instruction_query_
     assert len(with_foreign_instructions(same_instruction)) == 2
     assert len(with_foreign_instructions(load_triplets([_topic("a")]))) == 1  # no other record to borrow from
     assert len(with_foreign_instructions([])) == 0
+
+
+def test_example_built_in_code_treats_empty_optional_texts_as_absent() -> None:
+    example = TripletExample("i+", "q+", "p+", instruction_negative="", instruction_negative_passage="hn1")
+    items = example.items()
+    # "" is the plain query's instruction: it must not become a poisoned instruction or an item of its own
+    assert [item.instruction for item in items] == ["i+"]
+    assert items[0].instruction_negatives == ()
+    assert items[0].negatives == ("hn1",)  # orphan hn1: a plain hard negative, as load_triplets reads it
+    assert example == load_triplets([example.to_dict()])[0]
+    spaced = TripletExample("i+", "q+", "p+", negatives=["n", " "], query_negative="  ", query_negative_passage="hn2")
+    assert spaced.query_negative is None and spaced.items()[0].query_negatives == ()
+    assert spaced.negatives == ("n", "hn2")
+
+
+def test_with_foreign_instructions_warns_when_it_can_make_none(caplog: pytest.LogCaptureFixture) -> None:
+    same_instruction = [TripletExample("i", f"q{k}", f"p{k}") for k in range(3)]
+    with caplog.at_level(logging.WARNING, logger="inf_embed.data.triplets"):
+        assert len(with_foreign_instructions(same_instruction)) == 3
+    assert "no foreign-instruction record" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="inf_embed.data.triplets"):
+        with_foreign_instructions([TripletExample("a", "q1", "p1"), TripletExample("b", "q2", "p2")])
+    assert caplog.text == ""
