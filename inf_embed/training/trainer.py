@@ -941,6 +941,14 @@ class Trainer:
                 logger.warning("resume: no checkpoint in %s; starting from scratch", args.output_dir)
             else:
                 self.resume_from(found)
+        elif ckpt.list_checkpoints(args.output_dir):
+            # a fresh run would interleave its checkpoints with the earlier run's, and a later resume would pick
+            # whichever has the highest step, possibly the stale one
+            raise ValueError(
+                f"output_dir: {args.output_dir} holds checkpoints of an earlier run "
+                f"({', '.join(os.path.basename(path) for _, path in ckpt.list_checkpoints(args.output_dir))}); "
+                "continue it with resume=True (--resume), or train into another folder"
+            )
         total = self.total_steps
         self.model.train()
         show = args.show_progress_bar

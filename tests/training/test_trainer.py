@@ -102,6 +102,14 @@ def test_resume_from_checkpoint_continues_exactly(tiny_model_dir, tmp_path):
     _assert_same(_weights(straight), _weights(resumed), exact=False)
 
 
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(tiny_model_dir, tmp_path):
+    data = records(6)
+    Trainer(tiny(tiny_model_dir), _args(tmp_path, max_steps=1, save_steps=1), data).train()
+    with pytest.raises(ValueError, match=r"output_dir: .* holds checkpoints of an earlier run \(checkpoint-1\)"):
+        Trainer(tiny(tiny_model_dir), _args(tmp_path, max_steps=1, save_steps=1), data).train()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
+
+
 def test_resume_rejects_a_different_batch_size(tiny_model_dir, tmp_path):
     data = records(6)
     Trainer(tiny(tiny_model_dir), _args(tmp_path, max_steps=1, save_steps=1), data).train()
