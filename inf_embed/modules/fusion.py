@@ -132,6 +132,36 @@ def _check_fusion_inputs(
         fail(f"instruction_index must have shape ({pairs},) (one row per pair), got {tuple(instruction_index.shape)}")
 
 
+def _instruction_pairs(
+    name: str,
+    hidden_size: int,
+    query_tokens: Tensor,
+    query_mask: Tensor,
+    pooled_query: Tensor,
+    instruction_tokens: Tensor | None,
+    instruction_mask: Tensor | None,
+    instruction_index: Tensor | None,
+    query_index: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """The attention fusions' common start: :func:`_pair_rows` plus whether there is anything to fuse.
+
+    Returns ``(pooled (P, d), rows (P,), has_row (P,) bool, fuse)``; ``fuse`` is False when no instruction states
+    were given or there are none (U = 0), and the fusion then returns ``pooled`` as it is. Inputs are checked
+    (:func:`_check_fusion_inputs`) whenever instruction states are given.
+    """
+    pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
+    if instruction_tokens is None or instruction_mask is None:
+        return pooled, rows, has_row, False
+    _check_fusion_inputs(
+        name, hidden_size, query_tokens, query_mask, pooled_query, instruction_tokens, instruction_mask,
+        instruction_index, query_index,
+    )  # fmt: skip
+    if instruction_tokens.shape[0] == 0:  # no instruction at all: every index must be -1
+        _check_no_instruction_rows(name, has_row)
+        return pooled, rows, has_row, False
+    return pooled, rows, has_row, True
+
+
 def _check_no_instruction_rows(name: str, has_row: Tensor) -> None:
     """With no instruction rows at all (U = 0), an instruction_index other than -1 points at nothing."""
     if not torch.compiler.is_compiling() and bool(has_row.any()):
@@ -334,15 +364,11 @@ class AttentionFusion(Fusion):
         instruction_index: Tensor | None = None,
         query_index: Tensor | None = None,
     ) -> Tensor:
-        pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
-        if instruction_tokens is None or instruction_mask is None:
-            return pooled
-        _check_fusion_inputs(
+        pooled, rows, has_row, fuse = _instruction_pairs(
             self.name, self.hidden_size, query_tokens, query_mask, pooled_query, instruction_tokens,
             instruction_mask, instruction_index, query_index,
         )  # fmt: skip
-        if instruction_tokens.shape[0] == 0:  # no instruction at all: every index must be -1
-            _check_no_instruction_rows(self.name, has_row)
+        if not fuse:
             return pooled
         from inf_embed.ops import iq_attention_pool
 
@@ -384,15 +410,11 @@ class ResidualFusion(Fusion):
         instruction_index: Tensor | None = None,
         query_index: Tensor | None = None,
     ) -> Tensor:
-        pooled, rows, has_row = _pair_rows(pooled_query, instruction_index, query_index)
-        if instruction_tokens is None or instruction_mask is None:
-            return pooled
-        _check_fusion_inputs(
+        pooled, rows, has_row, fuse = _instruction_pairs(
             self.name, self.hidden_size, query_tokens, query_mask, pooled_query, instruction_tokens,
             instruction_mask, instruction_index, query_index,
         )  # fmt: skip
-        if instruction_tokens.shape[0] == 0:  # no instruction at all: every index must be -1
-            _check_no_instruction_rows(self.name, has_row)
+        if not fuse:
             return pooled
         from inf_embed.ops import iq_attention_pool
 

@@ -73,8 +73,20 @@ def mean_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
     return masked_weighted_mean(token_embeddings, attention_mask)
 
 
+def _real_token_position(attention_mask: Tensor, last: bool) -> Tensor:
+    """(B, L) mask -> (B,) position of each row's first (or last) real token, -1 for a row without one."""
+    mask = attention_mask.bool()
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, L)
+    # -1 marks padding, so the max over a row is its last real token; for the first, count from the right
+    marked = torch.where(mask, positions if last else mask.shape[1] - 1 - positions, -1)
+    best = marked.amax(dim=1) if mask.shape[1] else marked.new_full((mask.shape[0],), -1)  # amax needs a column
+    return best if last else torch.where(best >= 0, mask.shape[1] - 1 - best, -1)
+
+
 def _token_at(token_embeddings: Tensor, position: Tensor) -> Tensor:
     """(B, L, d) states, (B,) positions with -1 for "none" -> (B, d) states at those positions, zeros for -1."""
+    if token_embeddings.shape[1] == 0:  # no token at all: nothing to gather from
+        return token_embeddings.new_zeros(token_embeddings.shape[0], token_embeddings.shape[2])
     rows = torch.arange(token_embeddings.shape[0], device=token_embeddings.device)
     gathered = token_embeddings[rows, position.clamp(min=0)]  # (B, d)
     return torch.where((position >= 0).unsqueeze(-1), gathered, torch.zeros_like(gathered))
@@ -94,13 +106,7 @@ def cls_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
     Returns:
         (B, d); a row with no valid token gives zeros.
     """
-    mask = attention_mask.bool()
-    if mask.shape[1] == 0:  # no token at all: every row is empty (and amin has nothing to reduce)
-        return token_embeddings.new_zeros(token_embeddings.shape[0], token_embeddings.shape[2])
-    length = mask.shape[1]
-    positions = torch.arange(length, device=mask.device).expand_as(mask)  # (B, L)
-    first = torch.where(mask, positions, length).amin(dim=1)  # (B,)
-    return _token_at(token_embeddings, torch.where(first < length, first, -1))
+    return _token_at(token_embeddings, _real_token_position(attention_mask, last=False))
 
 
 @register_pooling("last")
@@ -114,9 +120,4 @@ def last_token_pooling(token_embeddings: Tensor, attention_mask: Tensor) -> Tens
     Returns:
         (B, d); a row with no valid token gives zeros.
     """
-    mask = attention_mask.bool()
-    if mask.shape[1] == 0:  # no token at all: every row is empty (and amax has nothing to reduce)
-        return token_embeddings.new_zeros(token_embeddings.shape[0], token_embeddings.shape[2])
-    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, L)
-    last = torch.where(mask, positions, -1).amax(dim=1)  # (B,)
-    return _token_at(token_embeddings, last)
+    return _token_at(token_embeddings, _real_token_position(attention_mask, last=True))
