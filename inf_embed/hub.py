@@ -345,20 +345,25 @@ def check_replaceable(target: str, caller: str) -> None:
         )
 
 
-def _replace_dir(staging: str, target: str) -> None:
-    """Move the finished ``staging`` folder to ``target`` (replacing it), with the permissions of a plain folder.
+def give_plain_permissions(root: str) -> None:
+    """Modes of ``root`` and everything under it as the umask gives new files and folders.
 
-    ``tempfile.mkdtemp`` makes the staging folder private (0700) and some writers create private files; the
-    result should be as readable as anything else the user writes, so modes follow the umask.
+    ``tempfile.mkdtemp`` makes a staging folder private (0700) and some writers create private files; what a save
+    publishes should be as readable as anything else the user writes.
     """
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
-    for root, dirs, files in os.walk(staging):
+    os.chmod(root, 0o777 & ~umask)
+    for current, dirs, files in os.walk(root):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+            os.chmod(os.path.join(current, name), 0o777 & ~umask)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+            os.chmod(os.path.join(current, name), 0o666 & ~umask)
+
+
+def _replace_dir(staging: str, target: str) -> None:
+    """Move the finished ``staging`` folder to ``target`` (replacing it), with the permissions of a plain folder."""
+    give_plain_permissions(staging)
     if not os.path.exists(target):
         os.replace(staging, target)
         return

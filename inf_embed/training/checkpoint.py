@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from inf_embed.hub import give_plain_permissions
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -145,6 +147,7 @@ def save_checkpoint(
         torch.save(state, os.path.join(staging, STATE_FILE))
         with open(os.path.join(staging, STATE_JSON), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2, default=str)
+        give_plain_permissions(staging)  # mkdtemp's folder is private (0700); a checkpoint is an ordinary folder
         _fsync_tree(staging)  # the rename must not reach the disk before the files it publishes
         if os.path.exists(target):
             # Re-saving the same step (e.g. after a resume): move the old folder aside first instead of deleting

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from unittest import mock
 
@@ -89,3 +90,13 @@ def test_a_deletion_interrupted_midway_leaves_no_complete_looking_folder(tmp_pat
         _save(tmp_path, 2, total_limit=1)
     assert ckpt.latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2]  # the half-deleted checkpoint-1 is not listed
+
+
+def test_a_checkpoint_folder_has_the_permissions_of_a_plain_folder(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = _save(tmp_path, 1)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(os.path.join(path, "trainer_state.json")).st_mode) == 0o644
