@@ -16,8 +16,10 @@ concat fusion each distinct "query instruction" text is encoded once, for the co
 
 Data order: epoch ``e`` visits the records in ``randperm(n)`` seeded with ``seed + e``; global micro-batch ``b``
 is records ``[b*G, (b+1)*G)`` of that order with ``G = batch_size * world_size``, split into contiguous equal
-parts, one per rank. Optimizer step ``s`` consumes micro-batches ``s*A .. s*A+A-1`` (A = accumulation steps) of
-the concatenated epochs, so the step counter alone fixes the next batch (exact resume).
+parts, one per rank. Optimizer step ``s`` consumes up to ``A`` (accumulation steps) consecutive micro-batches of
+one epoch: step ``k`` of an epoch takes its micro-batches ``k*A .. k*A+A-1``, the last step of an epoch only those
+left (a partial group), so that each epoch is visited once and the step counter alone fixes the next batch (exact
+resume).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class TrainOutput:
         training_loss: mean loss over the steps run in this call.
         metrics: the last evaluation results (empty without an evaluator).
         log_history: one dict per logging / evaluation event.
-        train_seconds: wall time of the steps run in this call.
+        train_seconds: wall time of the steps run in this call (evaluation and checkpoint writing left out).
         examples_per_second: training items (per process count times world size) per second.
         model_path: folder of the saved final model, or None.
     """
@@ -568,6 +570,18 @@ class Trainer:
             return self.args.max_steps
         return max(1, math.ceil(self.args.epochs * self.steps_per_epoch))
 
+    def step_micro_batches(self, step: int) -> range:
+        """Global micro-batch indices (over the concatenated epochs) of optimizer step ``step`` (0-based).
+
+        A group never crosses an epoch boundary: ``steps_per_epoch`` rounds up, so the last step of an epoch takes
+        only the micro-batches left in it; taking a full group there would run ``epochs`` past its value and shift
+        every later epoch's groups.
+        """
+        per_epoch, accumulation = self.micro_batches_per_epoch, self.args.gradient_accumulation_steps
+        epoch, within = divmod(step, self.steps_per_epoch)
+        first = epoch * per_epoch + within * accumulation
+        return range(first, epoch * per_epoch + min((within + 1) * accumulation, per_epoch))
+
     def micro_batch_records(self, index: int, rank: int | None = None) -> list[int]:
         """Record indices of global micro-batch ``index`` (over the concatenated epochs) held by ``rank``."""
         rank = self.rank if rank is None else rank
@@ -743,15 +757,15 @@ class Trainer:
     def training_step(self, step: int) -> tuple[float, int]:
         """Run optimizer step ``step`` (0-based): its micro-batches, clipping, update. Returns (loss, items)."""
         args = self.args
-        accumulation = args.gradient_accumulation_steps
+        micro_batches = self.step_micro_batches(step)
+        count = len(micro_batches)  # fewer than the accumulation steps for an epoch's last, partial group
         losses, items = [], 0
-        for micro in range(accumulation):
-            text = self._text_batch(step * accumulation + micro)
+        for micro, index in enumerate(micro_batches):
+            text = self._text_batch(index)
             items += len(text)
+            # 1/count, not 1/accumulation: the gradient is the mean over the micro-batches this step actually ran
             losses.append(
-                self._forward_backward(
-                    text, scale=1.0 / accumulation, last=micro == accumulation - 1, step=step + 1, micro=micro
-                )
+                self._forward_backward(text, scale=1.0 / count, last=micro == count - 1, step=step + 1, micro=micro)
             )
         self._sync_head_grads()
         if args.max_grad_norm:
@@ -767,15 +781,20 @@ class Trainer:
     # -- evaluation and checkpoints -------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """Run the evaluator in eval mode (no dropout, paper bug B14), then restore the previous mode."""
+        """Run the evaluator in eval mode (no dropout, paper bug B14) without autograd, then restore the previous
+        mode and every random state, so that a run with evaluation trains the same weights as one without (the
+        dropout masks and instruction-variant sampling after it draw from the same streams)."""
         if self.evaluator is None:
             return {}
         was_training = self.model.training
+        rng = ckpt.capture_rng_state(self.generator)
         self.model.eval()
         try:
-            results = dict(self.evaluator(self.model))
+            with torch.no_grad():  # no graph kept alive through the evaluator's outputs, no gradient left behind
+                results = dict(self.evaluator(self.model))
         finally:
             self.model.train(was_training)
+            ckpt.restore_rng_state(rng, self.generator)
         self.metrics = results
         self.log_history.append({"step": self.global_step, **{f"eval_{k}": v for k, v in results.items()}})
         logger.info("step %d evaluation: %s", self.global_step, results)
@@ -997,10 +1016,15 @@ class Trainer:
                     entry["examples_per_second"],
                 )
                 window, window_items, window_start = [], 0, now
+            paused = time.perf_counter()
             if args.eval_steps and self.global_step % args.eval_steps == 0 and self.global_step != total:
                 self.evaluate()
             if args.save_steps and self.global_step % args.save_steps == 0:
                 self.save_checkpoint()
+            # evaluation and checkpoints are not training: leave their time out of the speed and train_seconds
+            paused = time.perf_counter() - paused
+            start += paused
+            window_start += paused
         bar.close()
         train_seconds = time.perf_counter() - start
         if self._truncated:
