@@ -9,6 +9,7 @@ import torch
 
 from inf_embed import InfEmbed
 from inf_embed.data import TripletExample
+from inf_embed.training import TrainingArguments
 
 LENGTHS = {"max_query_length": 24, "max_instruction_length": 24, "max_passage_length": 32}
 
@@ -59,3 +60,23 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def small_args(tmp_path: object, **overrides: object) -> TrainingArguments:
+    """Arguments for a few quick steps on the tiny model (batch 3, 3 variants, lr 1e-3, logging every step)."""
+    base = dict(
+        output_dir=str(tmp_path),
+        batch_size=3,
+        max_steps=3,
+        num_instruction_variants=3,
+        logging_steps=1,
+        learning_rate=1e-3,
+        show_progress_bar=False,
+        save_total_limit=None,
+    )
+    return TrainingArguments(**{**base, **overrides})
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every tensor of ``model``'s state."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

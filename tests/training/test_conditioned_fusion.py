@@ -12,6 +12,7 @@ import torch
 from _training_helpers import (
     one_thread,  # noqa: F401  (autouse fixture)
     records,
+    small_args,
     tiny,
 )
 
@@ -22,7 +23,7 @@ from inf_embed.encode import tokenize_pairs
 from inf_embed.losses import get_loss
 from inf_embed.modules import get_fusion, list_fusions
 from inf_embed.modules.pooling import mean_pooling
-from inf_embed.training import Trainer, TrainingArguments
+from inf_embed.training import Trainer
 from inf_embed.training.trainer import plan_batch
 
 QUERIES = ["what is a neutrophil", "zip code of harahan", "how do solar panels work"]
@@ -176,15 +177,7 @@ def test_save_load_round_trip_keeps_the_fusion_and_weight(tiny_model_dir, tmp_pa
 def test_trainer_steps_change_the_weights(tiny_model_dir, tmp_path, cache_chunk_size):
     model = tiny(tiny_model_dir, "conditioned", instruction_weight=0.5)
     before = model.backbone.embeddings.word_embeddings.weight.detach().clone()
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        batch_size=3,
-        max_steps=2,
-        num_instruction_variants=3,
-        learning_rate=1e-3,
-        show_progress_bar=False,
-        cache_chunk_size=cache_chunk_size,
-    )
+    args = small_args(tmp_path, max_steps=2, cache_chunk_size=cache_chunk_size)
     out = Trainer(model, args, records(6), loss="multi:P+I+IQ").train()
     assert out.global_step == 2 and np.isfinite(out.training_loss)
     assert not torch.equal(before, model.backbone.embeddings.word_embeddings.weight.detach())

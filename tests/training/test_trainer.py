@@ -12,6 +12,12 @@ from _training_helpers import (
     records,
     tiny,
 )
+from _training_helpers import (
+    small_args as _args,
+)
+from _training_helpers import (
+    weights as _weights,
+)
 
 from inf_embed import InfEmbed
 from inf_embed.data import build_text_batch
@@ -19,24 +25,6 @@ from inf_embed.losses import get_loss
 from inf_embed.training import NonFiniteLossError, Trainer, TrainingArguments
 from inf_embed.training.checkpoint import latest_checkpoint, list_checkpoints
 from inf_embed.training.trainer import _Encoder, make_head, plan_batch
-
-
-def _args(tmp_path, **kw) -> TrainingArguments:
-    base = dict(
-        output_dir=str(tmp_path),
-        batch_size=3,
-        max_steps=3,
-        num_instruction_variants=3,
-        logging_steps=1,
-        learning_rate=1e-3,
-        show_progress_bar=False,
-        save_total_limit=None,
-    )
-    return TrainingArguments(**{**base, **kw})
-
-
-def _weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _assert_same(a, b, exact=True):

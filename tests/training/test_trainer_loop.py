@@ -11,26 +11,14 @@ from _training_helpers import (
     records,
     tiny,
 )
+from _training_helpers import (
+    small_args as _args,
+)
+from _training_helpers import (
+    weights as _weights,
+)
 
-from inf_embed.training import Trainer, TrainingArguments
-
-
-def _args(tmp_path, **kw) -> TrainingArguments:
-    base = dict(
-        output_dir=str(tmp_path),
-        batch_size=3,
-        max_steps=3,
-        num_instruction_variants=3,
-        logging_steps=1,
-        learning_rate=1e-3,
-        show_progress_bar=False,
-        save_total_limit=None,
-    )
-    return TrainingArguments(**{**base, **kw})
-
-
-def _weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+from inf_embed.training import Trainer
 
 
 def test_last_partial_accumulation_group_stays_in_its_epoch_and_is_averaged_over_its_micro_batches(
