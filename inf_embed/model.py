@@ -428,7 +428,6 @@ class InfEmbed(nn.Module):
     def encode_query(
         self,
         queries: str | Sequence[str] | np.ndarray,
-        instruction: Instruction = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
@@ -440,13 +439,16 @@ class InfEmbed(nn.Module):
         device: str | torch.device | list[str | torch.device] | None = None,
         normalize_embeddings: bool = False,
         truncate_dim: int | None = None,
+        *,
+        instruction: Instruction = None,
     ) -> EncodeOutput:
         """Encode queries, optionally conditioned on instructions.
 
-        ``instruction`` is one string shared by all queries (encoded once per call) or a sequence aligned with
-        ``queries`` (``None`` or empty items mean no instruction). Without instruction a query embeds as the
-        plain pooled text. Uses ``config.prompts["query"]`` unless ``prompt`` / ``prompt_name`` is given, and
-        ``config.max_query_length``. Other arguments and return types as :meth:`encode`.
+        The positional arguments are sentence-transformers' ``encode_query``'s (``prompt_name`` second);
+        ``instruction`` is keyword-only, one string shared by all queries (encoded once per call) or a sequence
+        aligned with ``queries`` (``None`` or empty items mean no instruction). Without instruction a query embeds
+        as the plain pooled text. Uses ``config.prompts["query"]`` unless ``prompt`` / ``prompt_name`` is given,
+        and ``config.max_query_length``. Other arguments and return types as :meth:`encode`.
         """
         return _encode.encode(
             self,

@@ -104,6 +104,14 @@ def test_prompts_are_prepended(tiny_model):
         tiny_model.encode("x", prompt_name="nope")
 
 
+def test_encode_query_takes_sentence_transformers_positional_arguments(tiny_model):
+    tiny_model.config.prompts = {"query": "query: ", "web": "web: "}
+    np.testing.assert_allclose(tiny_model.encode_query(["x"], "web"), tiny_model.encode(["web: x"]), atol=1e-6)
+    with pytest.raises(TypeError):
+        tiny_model.encode_query(["x"], "web", None, 32, None, "sentence_embedding", "float32", True, False, None, False,
+                                None, "an instruction")  # fmt: skip
+
+
 def test_instructed_inputs_take_the_query_prompt(tiny_model):
     tiny_model.config.prompts = {"query": "query: "}
     np.testing.assert_allclose(
