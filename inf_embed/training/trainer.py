@@ -768,11 +768,13 @@ class Trainer:
                 self._forward_backward(text, scale=1.0 / count, last=micro == count - 1, step=step + 1, micro=micro)
             )
         self._sync_head_grads()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if args.max_grad_norm:
-            params = [p for p in self.model.parameters() if p.requires_grad]
             norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-            if not torch.isfinite(norm).item():
-                raise NonFiniteLossError("gradient norm", step + 1, float(norm))
+        else:  # no clipping, but a non-finite gradient must still stop the run before the update
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not torch.isfinite(norm).item():
+            raise NonFiniteLossError("gradient norm", step + 1, float(norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

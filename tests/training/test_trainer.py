@@ -169,6 +169,17 @@ def test_nan_loss_stops_training_naming_the_step(tiny_model_dir, tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_a_non_finite_gradient_stops_training_with_or_without_clipping(tiny_model_dir, tmp_path, max_grad_norm):
+    model = tiny(tiny_model_dir, "concat")
+    before = _weights(model)
+    model.backbone.embeddings.word_embeddings.weight.register_hook(lambda grad: grad * float("inf"))
+    trainer = Trainer(model, _args(tmp_path, max_steps=2, max_grad_norm=max_grad_norm), records(6))
+    with pytest.raises(NonFiniteLossError, match="gradient norm is .* at step 1"):
+        trainer.train()
+    _assert_same(before, _weights(model))  # no update was applied
+
+
 def test_evaluator_runs_in_eval_mode_every_eval_steps(tiny_model_dir, tmp_path):
     seen = []
 
