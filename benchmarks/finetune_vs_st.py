@@ -4,21 +4,30 @@
                                         [--max-steps N] [--skip-before] [--tasks infir,infir_x,scifact,nevir]
 
 Both sides start from all-MiniLM-L6-v2 (the ``default`` extra), train on the same ``infir-marco/train.jsonl``
-records with the same seed, batch (16 records = 32 query sides), 10 % warm-up and number of epochs (``--epochs``,
-default: the preset's), then are evaluated with the same evaluators:
+records with the same seed, 10 % warm-up and number of epochs (``--epochs``, default: the preset's), then are
+evaluated with the same evaluators:
 
 - sentence-transformers (the peer, what a user does today): rows ``(Q+ I+, P+, D-)`` and ``(Q+ I-, D-, P+)``, the
   instruction appended to the query, ``MultipleNegativesRankingLoss`` (scale 20), every weight trained at
-  ``--st-lr`` (default 2e-5), default random row sampler;
+  ``--st-lr`` (default 2e-5), 32 rows per batch, no two rows with the same text in a batch (``NO_DUPLICATES``, as
+  the loss's documentation advises). When the preset trains plain-query records (``plain_queries``, the default
+  preset), the peer gets the same ones, ``(Q+, P+)`` pairs as a second dataset (each batch from one of the two,
+  in proportion), so both sides see the same texts; ``--st-no-plain-queries`` leaves them out (the runs up to
+  2026-11-30 did);
 - inf_embed: ``inf-embed train --preset NAME`` itself, run in-process with the same data, seed, batch and epochs
-  (the preset's recipe: ``inf_embed.training.presets``); ``--save-ours DIR`` keeps its output folder, whose
-  ``delta/`` is what ships as ``inf_embed/resources/default_model``.
+  (the preset's recipe: ``inf_embed.training.presets``), 16 records per batch (3 query sides per InF-IR
+  record, 1 per plain record); ``--save-ours DIR`` keeps its output folder, whose ``delta/`` is what ships as
+  ``inf_embed/resources/default_model``.
+
+The rows record each side's optimizer steps (``train_steps``): the two batch sizes are counted in different units
+(rows vs records), so the step counts, not the batch sizes, are what to compare for the budget. Ours' recipe was
+chosen on the same dev sets this script reports (BENCHMARKS.md); the peer's learning rate was not tuned.
 
 Evaluations (``--tasks``): ``infir`` = ``infir-marco/dev.jsonl`` with its 400 passages as the corpus (p-MRR for an
 instruction change and a query change, paired accuracy, nDCG@10); ``infir_x`` = the same records with the 1,743
 ``instructir/msmarco_filtered`` passages added (as in ``benchmarks/quality.py``); ``scifact`` = BEIR SciFact test
 nDCG@10; ``nevir`` = NevIR dev paired accuracy. The "before" rows evaluate the untouched backbone through both APIs.
-``--max-steps`` trains on the first ``max_steps * 16`` records only (one pass), for smoke runs.
+``--max-steps N`` trains on the first ``N * 16`` records only, for smoke runs (still ``--epochs`` passes).
 """
 
 from __future__ import annotations
@@ -106,7 +115,7 @@ def evaluate(evaluators: dict[str, Any], model: Any) -> dict[str, dict[str, floa
     return {task: {k: float(v) for k, v in ev(model).items()} for task, ev in evaluators.items()}
 
 
-def _st_train(records, args, epochs: float, out_dir: str) -> tuple[object, float]:
+def _st_train(records, args, epochs: float, out_dir: str, plain_queries: bool) -> tuple[object, float, int]:
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -114,17 +123,10 @@ def _st_train(records, args, epochs: float, out_dir: str) -> tuple[object, float
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from inf_embed.model import default_model_path
 
-    rows: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
-    for r in records:
-        rows["anchor"].append(f"{r.query} {r.instruction}")
-        rows["positive"].append(r.positive)
-        rows["negative"].append(r.instruction_negative_passage)
-        rows["anchor"].append(f"{r.query} {r.instruction_negative}")
-        rows["positive"].append(r.instruction_negative_passage)
-        rows["negative"].append(r.positive)
     model = SentenceTransformer(default_model_path(), device="cpu")
     training_args = SentenceTransformerTrainingArguments(
         output_dir=out_dir,
@@ -139,16 +141,44 @@ def _st_train(records, args, epochs: float, out_dir: str) -> tuple[object, float
         logging_steps=10,
         disable_tqdm=True,
         dataloader_drop_last=False,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
     )
+    tables = st_rows(records, plain_queries)
+    datasets = {name: Dataset.from_dict(table) for name, table in tables.items()}
     trainer = SentenceTransformerTrainer(
-        model=model, args=training_args, train_dataset=Dataset.from_dict(rows), loss=MultipleNegativesRankingLoss(model)
+        model=model,
+        args=training_args,
+        train_dataset=datasets if len(datasets) > 1 else datasets["instructed"],
+        loss=MultipleNegativesRankingLoss(model),
     )
     start = time.perf_counter()
     trainer.train()
-    return model, time.perf_counter() - start
+    return model, time.perf_counter() - start, int(trainer.state.global_step)
 
 
-def _ours_train(records_path: Path, args, epochs: float, limit: int | None, out_dir: str) -> tuple[object, float]:
+def st_rows(records: Any, plain_queries: bool) -> dict[str, dict[str, list[str]]]:
+    """The peer's training tables: ``instructed`` rows (anchor, positive, negative), two per InF-IR record, and with
+    ``plain_queries`` the ``plain`` (anchor, positive) pairs of :func:`inf_embed.data.with_plain_queries`."""
+    from inf_embed.data import with_plain_queries
+
+    instructed: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
+    for r in records:
+        instructed["anchor"].append(f"{r.query} {r.instruction}")
+        instructed["positive"].append(r.positive)
+        instructed["negative"].append(r.instruction_negative_passage)
+        instructed["anchor"].append(f"{r.query} {r.instruction_negative}")
+        instructed["positive"].append(r.instruction_negative_passage)
+        instructed["negative"].append(r.positive)
+    tables = {"instructed": instructed}
+    if plain_queries:
+        plain = list(with_plain_queries(records))[len(records) :]
+        tables["plain"] = {"anchor": [e.query for e in plain], "positive": [e.positive for e in plain]}
+    return tables
+
+
+def _ours_train(
+    records_path: Path, args, epochs: float, limit: int | None, out_dir: str
+) -> tuple[object, float, int | None]:
     """Run ``inf-embed train --preset NAME`` itself (in-process), so that this row, and with ``--save-ours`` the
     delta it writes, are exactly what the command produces; returns the trained model and its training seconds."""
     from inf_embed import InfEmbed
@@ -165,7 +195,11 @@ def _ours_train(records_path: Path, args, epochs: float, limit: int | None, out_
     if os.path.exists(delta_config):  # the trainer's own clock, without data and model loading
         with open(delta_config, encoding="utf-8") as handle:
             seconds = float(json.load(handle)["metadata"]["train_seconds"])
-    return InfEmbed(os.path.join(out_dir, "model")), seconds
+    steps = None
+    if os.path.exists(delta_config):
+        with open(delta_config, encoding="utf-8") as handle:
+            steps = json.load(handle)["metadata"].get("global_step")
+    return InfEmbed(os.path.join(out_dir, "model")), seconds, steps
 
 
 def markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
@@ -189,6 +223,11 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--skip-before", action="store_true", help="do not evaluate the untrained model")
     parser.add_argument("--skip-st", action="store_true", help="do not train the sentence-transformers side")
+    parser.add_argument(
+        "--st-no-plain-queries",
+        action="store_true",
+        help="do not give the peer the preset's plain-query pairs (the runs up to 2026-11-30)",
+    )
     parser.add_argument(
         "--save-ours", default=None, help="also keep our run's output folder (model/ and, for a preset, delta/) here"
     )
@@ -242,17 +281,27 @@ def main() -> None:
         )
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_st:
-            st_model, st_seconds = _st_train(records, args, epochs, os.path.join(tmp, "st"))
+            plain = bool(preset.training.get("plain_queries")) and not args.st_no_plain_queries
+            st_model, st_seconds, st_steps = _st_train(records, args, epochs, os.path.join(tmp, "st"), plain)
             add(
                 {
-                    "model": f"sentence-transformers MNRL, instruction appended ({epochs:g} ep)",
+                    "model": f"sentence-transformers MNRL, instruction appended{', plain pairs' if plain else ''} "
+                    f"({epochs:g} ep)",
                     "train_seconds": st_seconds,
+                    "train_steps": st_steps,
                 },
                 ConcatInstructionEncoder(st_model),
             )
         ours_dir = os.path.join(tmp, "ours")
-        ours, our_seconds = _ours_train(records_path, args, epochs, limit, ours_dir)
-        add({"model": f"inf_embed --preset {args.preset} ({epochs:g} ep)", "train_seconds": our_seconds}, ours)
+        ours, our_seconds, our_steps = _ours_train(records_path, args, epochs, limit, ours_dir)
+        add(
+            {
+                "model": f"inf_embed --preset {args.preset} ({epochs:g} ep)",
+                "train_seconds": our_seconds,
+                "train_steps": our_steps,
+            },
+            ours,
+        )
         if args.save_ours:
             shutil.copytree(ours_dir, args.save_ours, dirs_exist_ok=True)
     print()

@@ -23,3 +23,25 @@ def test_write_rows_json_writes_meta_and_rows_and_skips_without_a_path(load_benc
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
+
+
+def test_the_peer_gets_two_rows_per_record_and_the_presets_plain_pairs(load_benchmark):
+    from inf_embed.data import TripletExample
+
+    script = load_benchmark("finetune_vs_st")
+    records = [
+        TripletExample(
+            instruction=f"I{k}", query=f"Q{k}", positive=f"P{k}", instruction_negative=f"J{k}",
+            instruction_negative_passage=f"D{k}",
+        )
+        for k in range(2)
+    ]  # fmt: skip
+    tables = script.st_rows(records, plain_queries=False)
+    assert list(tables) == ["instructed"]
+    assert tables["instructed"] == {
+        "anchor": ["Q0 I0", "Q0 J0", "Q1 I1", "Q1 J1"],
+        "positive": ["P0", "D0", "P1", "D1"],
+        "negative": ["D0", "P0", "D1", "P1"],
+    }
+    plain = script.st_rows(records, plain_queries=True)["plain"]
+    assert plain == {"anchor": ["Q0", "Q1"], "positive": ["P0", "P1"]}
