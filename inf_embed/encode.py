@@ -105,6 +105,10 @@ def _resolve_prompt(model: InfEmbed, prompt: str | None, prompt_name: str | None
         return prompt
     prompts = model.config.prompts
     if prompt_name is not None:
+        if not isinstance(prompt_name, str):
+            raise TypeError(
+                f"prompt_name must be a string (a key of the model's prompts), got {type(prompt_name).__name__}"
+            )
         if prompt_name not in prompts:
             raise ValueError(f"prompt_name {prompt_name!r} is not in the model's prompts {sorted(prompts)}")
         return prompts[prompt_name]

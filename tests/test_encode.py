@@ -110,6 +110,8 @@ def test_encode_query_takes_sentence_transformers_positional_arguments(tiny_mode
     with pytest.raises(TypeError):
         tiny_model.encode_query(["x"], "web", None, 32, None, "sentence_embedding", "float32", True, False, None, False,
                                 None, "an instruction")  # fmt: skip
+    with pytest.raises(TypeError, match="prompt_name must be a string .* got list"):
+        tiny_model.encode_query(["x"], ["an instruction passed positionally"])
 
 
 def test_instructed_inputs_take_the_query_prompt(tiny_model):

@@ -169,8 +169,10 @@ def test_save_load_round_trip_keeps_the_fusion_and_weight(tiny_model_dir, tmp_pa
     reloaded = InfEmbed.from_pretrained(folder)
     assert reloaded.config.fusion == "conditioned" and reloaded.config.instruction_weight == 0.4
     assert reloaded.fusion.instruction_weight == 0.4
-    args = (QUERIES, ["be brief", None, "a definition"])
-    np.testing.assert_array_equal(reloaded.encode_query(*args), model.encode_query(*args))
+    instructions = ["be brief", None, "a definition"]
+    np.testing.assert_array_equal(
+        reloaded.encode_query(QUERIES, instruction=instructions), model.encode_query(QUERIES, instruction=instructions)
+    )
 
 
 @pytest.mark.parametrize("cache_chunk_size", [None, 3])
