@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _worker(model: InfEmbed, device: str, shard: int, texts: list[str], kwargs: dict[str, Any], results: Any) -> None:
+def _worker(
+    model: InfEmbed, device: str, shard: int, texts: list[str], kwargs: dict[str, Any], results: Any, threads: int
+) -> None:
     from inf_embed.encode import run_inference
 
     try:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        torch.set_num_threads(threads)
         model.to(device)
         output = run_inference(model, texts, **kwargs)
         if isinstance(output, torch.Tensor):
@@ -46,6 +48,15 @@ def _worker(model: InfEmbed, device: str, shard: int, texts: list[str], kwargs: 
         results.put((shard, None, f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
 
 
+def threads_per_worker(devices: list[str], available: int) -> list[int]:
+    """Intra-op threads for each worker: the parent's threads shared among the CPU workers (each would otherwise
+    take every core, and several on one machine oversubscribe it); a GPU worker keeps one thread to feed its card.
+    """
+    cpu_workers = sum(1 for device in devices if torch.device(device).type == "cpu")
+    share = max(1, available // max(1, cpu_workers))
+    return [share if torch.device(device).type == "cpu" else 1 for device in devices]
+
+
 def encode_multi_process(
     model: InfEmbed, texts: list[str], devices: list[str | torch.device], **kwargs: Any
 ) -> torch.Tensor | list[Any]:
@@ -59,6 +70,7 @@ def encode_multi_process(
     results = context.Queue()
     processes: dict[int, Any] = {}
     model = model.cpu()
+    threads = threads_per_worker(devices, torch.get_num_threads())
     try:
         # started inside the try, so a failed start still stops the workers already running
         for shard, device in enumerate(devices):
@@ -67,7 +79,9 @@ def encode_multi_process(
                 continue
             shard_kwargs = dict(kwargs, instructions=instructions[start:stop] if instructions is not None else None)
             process = context.Process(
-                target=_worker, args=(model, device, shard, texts[start:stop], shard_kwargs, results), daemon=True
+                target=_worker,
+                args=(model, device, shard, texts[start:stop], shard_kwargs, results, threads[shard]),
+                daemon=True,
             )
             process.start()
             processes[shard] = process

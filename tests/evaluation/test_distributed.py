@@ -139,3 +139,11 @@ def test_pool_collection_keeps_rows_of_a_worker_that_exited_with_an_error_after_
     lost = {0: SimpleNamespace(is_alive=lambda: False, exitcode=-9)}
     with pytest.raises(RuntimeError, match="device cpu exited with code -9 without returning its rows"):
         _collect(lost, queue.Queue(), ["cpu"], poll=0.05)
+
+
+def test_pool_workers_share_the_parents_threads_among_the_cpu_workers():
+    from inf_embed.multiprocess import threads_per_worker
+
+    assert threads_per_worker(["cpu", "cpu"], 8) == [4, 4]
+    assert threads_per_worker(["cpu", "cpu", "cpu"], 2) == [1, 1, 1]
+    assert threads_per_worker(["cuda:0", "cuda:1", "cpu"], 6) == [1, 1, 6]
