@@ -121,18 +121,18 @@ def _resolve_prompt(model: InfEmbed, prompt: str | None, prompt_name: str | None
     return ""
 
 
-def _positive_int(value: Any) -> bool:
-    # numpy integers count (sentence-transformers accepts them); bools do not
+def is_positive_int(value: Any) -> bool:
+    """An integer > 0, numpy integers included (sentence-transformers accepts them), bools not."""
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value > 0
 
 
 def _check_arguments(batch_size: Any, precision: Any, truncate_dim: Any) -> tuple[int, int | None]:
     """Validate the numeric and precision options; returns (batch_size, truncate_dim) as Python ints."""
-    if not _positive_int(batch_size):
+    if not is_positive_int(batch_size):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if truncate_dim is not None and not _positive_int(truncate_dim):
+    if truncate_dim is not None and not is_positive_int(truncate_dim):
         raise ValueError(f"truncate_dim must be a positive integer or None, got {truncate_dim!r}")
     return int(batch_size), None if truncate_dim is None else int(truncate_dim)
 

@@ -345,14 +345,20 @@ def check_replaceable(target: str, caller: str) -> None:
         )
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def give_plain_permissions(root: str) -> None:
     """Modes of ``root`` and everything under it as the umask gives new files and folders.
 
     ``tempfile.mkdtemp`` makes a staging folder private (0700) and some writers create private files; what a save
     publishes should be as readable as anything else the user writes.
     """
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     os.chmod(root, 0o777 & ~umask)
     for current, dirs, files in os.walk(root):
         for name in dirs:

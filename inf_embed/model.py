@@ -10,7 +10,6 @@ Loading and saving delegate to :mod:`inf_embed.hub`, encoding to :mod:`inf_embed
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -96,9 +95,7 @@ class InfEmbed(nn.Module):
             if cache_dir is not None and os.fspath(cache_dir) != os.fspath(cache_folder):
                 raise ValueError(f"cache_folder={cache_folder!r} and cache_dir={cache_dir!r} disagree; pass one")
             cache_dir = cache_folder
-        if truncate_dim is not None and (
-            isinstance(truncate_dim, bool) or not isinstance(truncate_dim, numbers.Integral) or truncate_dim <= 0
-        ):
+        if truncate_dim is not None and not _encode.is_positive_int(truncate_dim):
             raise ValueError(f"truncate_dim must be a positive integer or None, got {truncate_dim!r}")
         in_memory = backbone is not None or tokenizer is not None or config is not None
         if in_memory:

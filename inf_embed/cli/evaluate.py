@@ -13,6 +13,7 @@ from typing import Any
 
 from inf_embed.cli import number_in, positive_int, torch_device
 from inf_embed.config import FUSION_NAMES, PLAIN_QUERY_SIDES
+from inf_embed.hub import current_umask
 
 FORMATS = ("beir", "followir", "infir", "nevir")
 
@@ -196,9 +197,7 @@ def _write_json(path: str, payload: dict[str, Any]) -> None:
             out.write("\n")
             out.flush()
             os.fsync(out.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

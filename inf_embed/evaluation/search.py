@@ -31,6 +31,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from inf_embed.hub import current_umask
+
 logger = logging.getLogger(__name__)
 
 ScoreFunction = Literal["cos", "dot"]
@@ -95,15 +97,18 @@ def _chunk_top_k(block: torch.Tensor, k: int, tie_order: torch.Tensor) -> tuple[
     return values, columns
 
 
-def _check_finite(rows: torch.Tensor, what: str, offset: int = 0) -> None:
+def _check_finite(rows: torch.Tensor, what: str) -> None:
     """Raise if ``rows`` (n, d) holds NaN or infinity: ``torch.topk`` would rank a NaN score above every number."""
     bad = ~torch.isfinite(rows).all(dim=1)
     if bool(bad.any()):
-        first = int(bad.nonzero()[0, 0]) + offset
-        raise ValueError(
-            f"{what}: {int(bad.sum())} of {rows.shape[0]} rows hold NaN or infinity (first: row {first}); "
-            "check the encoder (e.g. an fp16 overflow)"
-        )
+        _raise_non_finite(what, int(bad.sum()), rows.shape[0], int(bad.nonzero()[0, 0]))
+
+
+def _raise_non_finite(what: str, bad: int, total: int, first: int) -> None:
+    raise ValueError(
+        f"{what}: {bad} of {total} rows hold NaN or infinity (first: row {first}); check the encoder (e.g. an "
+        "fp16 overflow)"
+    )
 
 
 def doc_id_tie_order(doc_ids: Sequence[str]) -> np.ndarray:
@@ -233,10 +238,7 @@ def _check_corpus_finite(corpus: Any, chunk: torch.Tensor, start: int, chunk_siz
         if first is None and bool(bad_rows.any()):
             first = begin + int(bad_rows.nonzero()[0, 0])
         bad += int(bad_rows.sum())
-    raise ValueError(
-        f"corpus_embeddings: {bad} of {len(corpus)} rows hold NaN or infinity (first: row {first}); "
-        "check the encoder (e.g. an fp16 overflow)"
-    )
+    _raise_non_finite("corpus_embeddings", bad, len(corpus), first)
 
 
 def rerank(
@@ -494,19 +496,13 @@ class EmbeddingCache:
         os.close(handle)
         try:
             save_file({_TENSOR_NAME: np.ascontiguousarray(embeddings, dtype=np.float32)}, tmp_name, metadata=meta)
-            os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache should follow the umask
+            os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp makes 0600; a shared cache should follow the umask
             os.replace(tmp_name, target)
         finally:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
         logger.info("cached %d corpus embeddings in %s", len(embeddings), target)
         return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
