@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "document_text",
+    "id_field",
     "read_beir_corpus",
     "read_beir_queries",
     "read_jsonl",
     "read_qrels",
+    "record_field",
+    "text_field",
 ]
 
 # Score-column names of a qrels header line (BEIR writes ``query-id corpus-id score``).
@@ -52,7 +55,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
             yield number, record
 
 
-def _field(record: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> Any:
+def record_field(record: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> Any:
     if name not in record or record[name] is None:
         if required:
             raise ValueError(f"{where}: missing field {name!r} (fields: {sorted(record)})")
@@ -60,17 +63,17 @@ def _field(record: Mapping[str, Any], name: str, where: str, *, required: bool =
     return record[name]
 
 
-def _id_field(record: Mapping[str, Any], name: str, where: str) -> str:
+def id_field(record: Mapping[str, Any], name: str, where: str) -> str:
     """A required id: a non-empty string, or an int (some BEIR exports write numeric ids unquoted)."""
-    value = _field(record, name, where)
+    value = record_field(record, name, where)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise ValueError(f"{where}: field {name!r} must be a non-empty string id, got {value!r}")
     return str(value)
 
 
-def _text_field(record: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> str | None:
+def text_field(record: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> str | None:
     """A text field that must be a string; ``str()`` of a list or a number would be encoded as its repr."""
-    value = _field(record, name, where, required=required)
+    value = record_field(record, name, where, required=required)
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.80}")
     return value
@@ -95,12 +98,12 @@ def read_beir_corpus(path: str | os.PathLike[str]) -> dict[str, str]:
     first_line: dict[str, int] = {}
     for number, record in read_jsonl(path):
         where = f"{path}:{number}"
-        doc_id = _id_field(record, "_id", where)
+        doc_id = id_field(record, "_id", where)
         if doc_id in first_line:
             raise ValueError(f"{where}: duplicate document id {doc_id!r} (first on line {first_line[doc_id]})")
         first_line[doc_id] = number
-        text = _text_field(record, "text", where)
-        corpus[doc_id] = document_text(_text_field(record, "title", where, required=False), text or "")
+        text = text_field(record, "text", where)
+        corpus[doc_id] = document_text(text_field(record, "title", where, required=False), text or "")
     return corpus
 
 
@@ -119,12 +122,12 @@ def read_beir_queries(path: str | os.PathLike[str]) -> tuple[dict[str, str], dic
     first_line: dict[str, int] = {}
     for number, record in read_jsonl(path):
         where = f"{path}:{number}"
-        query_id = _id_field(record, "_id", where)
+        query_id = id_field(record, "_id", where)
         if query_id in first_line:
             raise ValueError(f"{where}: duplicate query id {query_id!r} (first on line {first_line[query_id]})")
         first_line[query_id] = number
-        queries[query_id] = _text_field(record, "text", where) or ""
-        instruction = _text_field(record, "instruction", where, required=False)
+        queries[query_id] = text_field(record, "text", where) or ""
+        instruction = text_field(record, "instruction", where, required=False)
         if instruction:
             instructions[query_id] = instruction
     return queries, instructions

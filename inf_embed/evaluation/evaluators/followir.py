@@ -16,13 +16,13 @@ from inf_embed.evaluation.evaluators.base import (
     register_evaluator,
 )
 from inf_embed.evaluation.loaders import (
-    _field,
-    _id_field,
-    _text_field,
+    id_field,
     read_beir_corpus,
     read_beir_queries,
     read_jsonl,
     read_qrels,
+    record_field,
+    text_field,
 )
 from inf_embed.evaluation.metrics import Run, p_mrr, retrieval_metrics
 from inf_embed.evaluation.search import rerank, search_to_run
@@ -45,7 +45,7 @@ def _warn_dropped(what: str, ids: Sequence[str], why: str) -> None:
 
 def _doc_id_list(record: Mapping[str, Any], where: str) -> list[str]:
     """The ``corpus-ids`` list of a qrel_diff / top_ranked record, as strings."""
-    ids = _field(record, "corpus-ids", where)
+    ids = record_field(record, "corpus-ids", where)
     if not isinstance(ids, list) or any(isinstance(d, bool) or not isinstance(d, (str, int)) for d in ids):
         raise ValueError(f"{where}: 'corpus-ids' must be a list of document ids, got {ids!r:.80}")
     return [str(d) for d in ids]
@@ -201,7 +201,7 @@ class FollowIREvaluator(Evaluator):
                 key = "query-id" if "query-id" in record else "_id"
                 if key not in record or "instruction" not in record:
                     raise ValueError(f"{where}: needs 'query-id' and 'instruction'")
-                raw_instructions[_id_field(record, key, where)] = _text_field(record, "instruction", where) or ""
+                raw_instructions[id_field(record, key, where)] = text_field(record, "instruction", where) or ""
         sides: dict[str, dict[str, str]] = {"og": {}, "changed": {}}
         instructions: dict[str, dict[str, str]] = {"og": {}, "changed": {}}
         for raw_id, text in raw_queries.items():
@@ -229,7 +229,7 @@ class FollowIREvaluator(Evaluator):
             changed_docs = {}
             for number, record in read_jsonl(root / "qrel_diff.jsonl"):
                 where = f"{root / 'qrel_diff.jsonl'}:{number}"
-                qid = _strip_suffix(_id_field(record, "query-id", where))[0]
+                qid = _strip_suffix(id_field(record, "query-id", where))[0]
                 if qid in changed_docs:
                     raise ValueError(f"{where}: a second qrel_diff entry for query {qid!r}")
                 changed_docs[qid] = _doc_id_list(record, where)
@@ -257,7 +257,7 @@ class FollowIREvaluator(Evaluator):
         seen: dict[tuple[str, str], int] = {}
         for number, record in read_jsonl(path):
             where = f"{path}:{number}"
-            qid, side = _strip_suffix(_id_field(record, "query-id", where))
+            qid, side = _strip_suffix(id_field(record, "query-id", where))
             docs = _doc_id_list(record, where)
             for target in (side,) if side is not None else ("og", "changed"):
                 if (qid, target) in seen:
