@@ -462,9 +462,14 @@ _FIXED_ON_RESUME: tuple[str, ...] = (
 )
 
 
-def _warmup_steps(args: Mapping[str, Any], total: int) -> int:
-    """Warm-up steps of a run with these arguments (as in Trainer._build_optimizer) and ``total`` steps."""
-    return args["warmup_steps"] if args["warmup_steps"] is not None else math.ceil(args["warmup_ratio"] * total)
+def _warmup_steps(warmup_steps: int | None, warmup_ratio: float, total: int) -> int:
+    """Warm-up steps of a run of ``total`` steps: ``warmup_steps`` when given, else the ratio's share."""
+    return warmup_steps if warmup_steps is not None else math.ceil(warmup_ratio * total)
+
+
+def _total_steps(max_steps: int | None, epochs: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of a run: ``max_steps`` when given, else ``epochs`` passes (at least one step)."""
+    return max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
 
 
 class Trainer:
@@ -566,9 +571,7 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        if self.args.max_steps is not None:
-            return self.args.max_steps
-        return max(1, math.ceil(self.args.epochs * self.steps_per_epoch))
+        return _total_steps(self.args.max_steps, self.args.epochs, self.steps_per_epoch)
 
     def step_micro_batches(self, step: int) -> range:
         """Global micro-batch indices (over the concatenated epochs) of optimizer step ``step`` (0-based).
@@ -635,7 +638,7 @@ class Trainer:
             eps=args.adam_epsilon,
         )
         total = self.total_steps
-        warmup = args.warmup_steps if args.warmup_steps is not None else math.ceil(args.warmup_ratio * total)
+        warmup = _warmup_steps(args.warmup_steps, args.warmup_ratio, total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_schedule(warmup, total))
 
     def _setup(self) -> None:
@@ -923,12 +926,11 @@ class Trainer:
 
         # epochs count only without max_steps, warmup_ratio only without warmup_steps: compare the steps they give
         # (the data, batch size, accumulation and world size are already checked equal, so steps_per_epoch is too)
-        old_total = old["max_steps"]
-        if old_total is None:
-            old_total = max(1, math.ceil(old["epochs"] * self.steps_per_epoch))
+        old_total = _total_steps(old["max_steps"], old["epochs"], self.steps_per_epoch)
         if old_total != self.total_steps:
             changed.append(f"total steps: {old_total} -> {self.total_steps} ({given('max_steps', 'epochs')})")
-        old_warmup, new_warmup = _warmup_steps(old, old_total), _warmup_steps(new, self.total_steps)
+        old_warmup = _warmup_steps(old["warmup_steps"], old["warmup_ratio"], old_total)
+        new_warmup = _warmup_steps(new["warmup_steps"], new["warmup_ratio"], self.total_steps)
         if old_warmup != new_warmup:
             changed.append(f"warm-up steps: {old_warmup} -> {new_warmup} ({given('warmup_steps', 'warmup_ratio')})")
         return changed
