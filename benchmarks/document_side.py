@@ -20,6 +20,7 @@ the u-scaled copy). Evaluators and columns are ``benchmarks/finetune_vs_st.py``'
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,8 @@ def _scales(text: str, upper: float = 1.0) -> list[float]:
 
 def _positive_scales(text: str) -> list[float]:
     values = _scales(text, upper=float("inf"))
-    if 0.0 in values:
-        raise argparse.ArgumentTypeError(f"expected numbers > 0, got {text!r}")
+    if any(v == 0.0 or not math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers > 0, got {text!r}")
     return values
 
 

@@ -20,6 +20,13 @@ def test_scales_parse_and_reject_values_outside_zero_one(script):
             script._scales(bad)
 
 
+def test_instructed_query_scales_take_any_positive_number(script):
+    assert script._positive_scales("0.8,1,1.3") == [0.8, 1.0, 1.3]
+    for bad in ("", "0", "-1", "x", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+            script._positive_scales(bad)
+
+
 def test_each_scale_is_evaluated_on_the_pulled_back_model(script, tiny_model_dir, tmp_path, monkeypatch, capsys):
 
     from inf_embed import InfEmbed
